@@ -1,0 +1,42 @@
+"""The pointwise cross-encoder re-ranker (monoELECTRA, monoBERT, Hugging Face cross-encoders)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from .reranker import CrossEncoderReRanker
+
+
+class MonoReRanker(CrossEncoderReRanker):
+    """Scores each (query, passage) pair on its own with a pointwise cross-encoder.
+
+    Reads lightning-ir ``mono`` checkpoints (e.g. ``webis/monoelectra-base``) and Hugging Face
+    sequence-classification cross-encoders (e.g. ``cross-encoder/ms-marco-MiniLM-L-6-v2``). Pairs of several
+    queries share a forward pass of up to ``batch_size`` pairs.
+
+    >>> from pyterrier_setenc import MonoReRanker
+    >>> mono = MonoReRanker("webis/monoelectra-base", batch_size=64)  # doctest: +SKIP
+    >>> pipeline = bm25 % 100 >> pt.text.get_text(dataset, "text") >> mono  # doctest: +SKIP
+    """
+
+    accepted_kinds = ("mono", "hf-cross-encoder")
+
+    def kind_error(self, model) -> str:
+        return (f"{model.name} is a {model.kind} checkpoint, which scores whole lists: use SetEncoderReRanker; "
+                f"MonoReRanker takes {' or '.join(self.accepted_kinds)} checkpoints")
+
+    def batches(self, groups: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        batch: list[np.ndarray] = []
+        size = 0
+        for group in groups:
+            for start in range(0, len(group), self.batch_size):
+                piece = group[start:start + self.batch_size]
+                if size + len(piece) > self.batch_size:
+                    yield batch
+                    batch, size = [], 0
+                batch.append(piece)
+                size += len(piece)
+        if batch:
+            yield batch

@@ -1,0 +1,31 @@
+"""The Set-Encoder re-ranker: each query's whole candidate list is scored in one pass with inter-passage attention."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from .batching import group_batches
+from .reranker import CrossEncoderReRanker
+
+
+class SetEncoderReRanker(CrossEncoderReRanker):
+    """Re-ranks each query's candidates jointly with a Set-Encoder (Schlatt et al., ECIR 2025).
+
+    Passages of one query attend to each other's interaction tokens, so a list is always scored whole: several
+    short lists may share a forward pass (up to ``batch_size`` passages), a longer list runs alone. Scores do not
+    depend on the order of the candidates. Pointwise checkpoints (``mono``, Hugging Face cross-encoders) are accepted
+    too and score each pair on its own.
+
+    >>> import pyterrier as pt
+    >>> from pyterrier_setenc import SetEncoderReRanker
+    >>> setenc = SetEncoderReRanker("webis/set-encoder-base", verbose=True)  # doctest: +SKIP
+    >>> pipeline = bm25 % 100 >> pt.text.get_text(dataset, "text") >> setenc  # doctest: +SKIP
+    """
+
+    accepted_kinds = ("set-encoder", "mono", "hf-cross-encoder")
+
+    def batches(self, groups: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        for batch in group_batches([len(g) for g in groups], self.batch_size):
+            yield [groups[g] for g in batch]
