@@ -37,7 +37,7 @@ def _load_backend(path: Path) -> Tokenizer:
     config = _tokenizer_config(path)
     lowercase = config.get("do_lower_case", True)
     wordpiece = BertWordPieceTokenizer(str(vocab), lowercase=lowercase, strip_accents=config.get("strip_accents"),
-                                       tokenize_chinese_chars=config.get("tokenize_chinese_chars", True))
+                                       handle_chinese_chars=config.get("tokenize_chinese_chars", True))
     backend = wordpiece._tokenizer
     added = path / "added_tokens.json"
     if added.is_file():

@@ -71,3 +71,45 @@ def build_hf_cross_encoder(target: Path, backbone: str = "bert", num_labels: int
     model.save_pretrained(target)
     copy_tokenizer(target)
     return target
+
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
+
+
+def build_set_encoder(target: Path, add_extra_token: bool = True, seed: int = 0, hidden: int = 32) -> Path:
+    """A random-weight Set-Encoder folder in lightning-ir's layout (config, unprefixed weights, ``linear.weight``,
+    tokenizer), for tests that need any Set-Encoder rather than the reference's scores."""
+    import torch
+    from safetensors.torch import save_file
+
+    from pyterrier_setenc.model import CrossEncoder
+    from pyterrier_setenc.checkpoint import Checkpoint
+
+    target.mkdir(parents=True, exist_ok=True)
+    copy_tokenizer(target)
+    vocab = 30522 + int(add_extra_token)
+    config = dict(model_type="set-encoder", backbone_model_type="electra", vocab_size=vocab, embedding_size=16,
+                  hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4, intermediate_size=2 * hidden,
+                  hidden_act="gelu", max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
+                  query_length=32, doc_length=64, add_extra_token=add_extra_token, depth=100,
+                  sample_missing_docs=True, linear_bias=False, pooling_strategy="first", scoring_strategy="rank")
+    if add_extra_token:
+        with open(target / "added_tokens.json", "w") as file:
+            json.dump({"[INT]": 30522}, file)
+        (target / "tokenizer.json").unlink()  # the vocabulary plus added_tokens.json then define the tokenizer
+    with open(target / "config.json", "w") as file:
+        json.dump(config, file)
+    torch.manual_seed(seed)
+    model = CrossEncoder(Checkpoint(path=target, kind="set-encoder", backbone="electra", config=config))
+    state = {}
+    for name, parameter in model.state_dict().items():
+        value = torch.empty_like(parameter)
+        value.uniform_(0.5, 1.5) if "LayerNorm.weight" in name else value.normal_(0, 0.2)
+        state[name.removeprefix("backbone.").removeprefix("head.")] = value
+    save_file(state, str(target / "model.safetensors"))
+    return target
+
+
+@pytest.fixture(scope="session")
+def set_encoder_path(tmp_path_factory) -> Path:
+    return build_set_encoder(tmp_path_factory.mktemp("setenc") / "ckpt")
