@@ -1,0 +1,433 @@
+"""The TIREx entry point ``python -m pyterrier_setenc.tirex`` and the Docker image's definition (``tira/``).
+
+Golden values come from independent sources: the ``tira`` client's own loader (``all_lines_to_pandas``), format
+check (``check_format(..., "run.txt")``) and run normalisation (``normalize_run``), and the scores of the in-process
+re-rankers. No Docker engine runs here: the image is checked by reading ``tira/Dockerfile`` and by running its
+entrypoint command in a shell the way ``tira-run`` does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.metadata
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyterrier as pt
+import pytest
+from tira.check_format import CONF_MINIMUM_QUERIES, _fmt, check_format, lines_if_valid
+from tira.io_utils import all_lines_to_pandas
+from tira.third_party_integrations import extract_to_be_executed_notebook_from_command_or_none
+from tira.third_party_integrations import normalize_run as tira_normalize_run
+
+from conftest import DATA, FIXTURES, REPO, build_hf_cross_encoder
+from pyterrier_setenc import SetEncoderReRanker
+from pyterrier_setenc.tirex import main, normalize_run, read_rerank, rerank_file
+
+SAMPLE = DATA / "tirex-sample" / "rerank.jsonl.gz"
+DOCKERFILE = REPO / "tira" / "Dockerfile"
+TIREX_COMMAND = "python -m pyterrier_setenc.tirex --input $inputDataset --output $outputDir --model /model"
+ONE_QUERY = {CONF_MINIMUM_QUERIES: 1}  # the sample has one query; tira's check wants 3 unless told otherwise
+MODELS = ["hf-cross-encoder", "set-encoder"] + (["setenc-int"] if (FIXTURES / "setenc-int").is_dir() else [])
+
+
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory) -> Path:
+    return build_hf_cross_encoder(tmp_path_factory.mktemp("tirex") / "hf")
+
+
+@pytest.fixture
+def model_path(request, hf_model, set_encoder_path) -> Path:
+    return {"hf-cross-encoder": hf_model, "set-encoder": set_encoder_path}.get(request.param,
+                                                                              FIXTURES / str(request.param))
+
+
+@pytest.fixture(scope="module")
+def dl19_input(tmp_path_factory, dl19) -> Path:
+    """A TIREx input folder made from the first three DL19 queries' BM25 top-100, with all of TIREx's fields."""
+    folder = tmp_path_factory.mktemp("dl19-tirex")
+    frame = dl19[dl19["qid"].isin(sorted(dl19["qid"].unique())[:3])]
+    with gzip.open(folder / "rerank.jsonl.gz", "wt", encoding="utf-8") as file:
+        for row in frame.itertuples():
+            file.write(json.dumps({
+                "qid": row.qid, "query": row.query,
+                "original_query": {"query_id": row.qid, "text": row.query},
+                "docno": row.docno, "text": row.text,
+                "original_document": {"doc_id": row.docno, "text": row.text},
+                "rank": int(row.rank), "score": float(row.score)}) + "\n")
+    return folder
+
+
+def read_run(folder: Path, configuration: dict | None = None) -> pd.DataFrame:
+    """The run in ``folder`` after tira's own format check, parsed by tira's run reader."""
+    status, message = check_format(folder, "run.txt", configuration)
+    assert status == _fmt.OK, message
+    return pd.DataFrame(lines_if_valid(folder, "run.txt", configuration))
+
+
+def in_process_scores(model: Path, rerank_input: Path, batch_size: int = 128) -> pd.DataFrame:
+    """Scores of :class:`SetEncoderReRanker` on the candidates as tira's loader reads them."""
+    frame = all_lines_to_pandas(rerank_input, load_default_text=True)
+    scored = SetEncoderReRanker(str(model), batch_size=batch_size)(frame[["qid", "query", "docno", "text"]])
+    return scored[["qid", "docno", "score"]]
+
+
+def assert_run_matches(run: pd.DataFrame, expected: pd.DataFrame, tag: str) -> None:
+    """``run`` (tira's parse of run.txt) holds ``expected``'s scores and is ordered as tira normalises them."""
+    merged = run.merge(expected, on=["qid", "docno"], suffixes=("", "_expected"), validate="one_to_one")
+    assert len(merged) == len(expected) == len(run)
+    np.testing.assert_allclose(merged["score"], merged["score_expected"], rtol=0, atol=1e-5)
+    golden = tira_normalize_run(run[["qid", "docno", "score"]].copy(), tag)
+    assert run["qid"].tolist() == golden["qid"].astype(str).tolist()
+    assert run["docno"].tolist() == golden["docno"].tolist()
+    assert run["rank"].tolist() == golden["rank"].tolist()
+    assert set(run["system"]) == {tag} and set(run["q0"]) == {"Q0"}
+
+
+def run_module(args: list[str], env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pyterrier_setenc.tirex", *args], capture_output=True, text=True,
+                          env=environment, cwd=kwargs.pop("cwd", REPO), timeout=300, **kwargs)
+
+
+def test_sample_from_the_command_line(tmp_path, hf_model):
+    """TIREx's own sample (integer docnos, original_query/original_document) re-ranked by a separate process."""
+    result = run_module(["--input", str(SAMPLE.parent), "--output", str(tmp_path / "out"), "--model", str(hf_model),
+                         "--tag", "mono-tiny"])
+    assert result.returncode == 0, result.stderr
+    run = read_run(tmp_path / "out", ONE_QUERY)
+    assert sorted(run["docno"]) == sorted(str(line["docno"]) for line in sample_lines())
+    assert run["rank"].tolist() == list(range(1, 11))
+    assert_run_matches(run, in_process_scores(hf_model, SAMPLE), "mono-tiny")
+
+
+def entrypoint_command() -> str:
+    """The command TIRA runs: the Dockerfile's exec-form ENTRYPOINT joined by spaces (as tira's
+    ``extract_entrypoint`` does)."""
+    return " ".join(json.loads(instructions(DOCKERFILE)["ENTRYPOINT"][-1]))
+
+
+def test_dockerfile_command_as_tira_runs_it(tmp_path, set_encoder_path, dl19_input):
+    """The image's command in ``sh -c`` with the variables tira-run sets, the baked model swapped for a tiny one."""
+    output = tmp_path / "output"
+    output.mkdir()
+    command = entrypoint_command().replace(" /model", " " + shlex.quote(str(set_encoder_path)))
+    command = command.replace("python ", shlex.quote(sys.executable) + " ", 1)  # the image's python is on its PATH
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "inputDataset": str(dl19_input), "outputDir": str(output),
+                   "TIRA_INPUT_DATASET": str(dl19_input), "TIRA_OUTPUT_DIR": str(output),
+                   "SETENC_TAG": "webis/set-encoder-base"}
+    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=environment, cwd=tmp_path,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    run = read_run(output)
+    assert run.groupby("qid").size().tolist() == [100, 100, 100]
+    assert_run_matches(run, in_process_scores(set_encoder_path, dl19_input / "rerank.jsonl.gz"),
+                       "webis-set-encoder-base")
+
+
+@pytest.mark.parametrize("model_path", MODELS, indirect=True)
+def test_dl19_in_process_matches_the_reranker(tmp_path, model_path, dl19_input):
+    assert main(["--input", str(dl19_input), "--output", str(tmp_path), "--model", str(model_path),
+                 "--batch-size", "64", "--tag", "t"]) == 0
+    expected = in_process_scores(model_path, dl19_input / "rerank.jsonl.gz", batch_size=64)
+    assert_run_matches(read_run(tmp_path), expected, "t")
+
+
+def test_reader_agrees_with_the_tira_loader():
+    ours = read_rerank(SAMPLE)
+    theirs = all_lines_to_pandas(SAMPLE, load_default_text=True)
+    columns = ["qid", "query", "docno", "text", "rank", "score"]
+    pd.testing.assert_frame_equal(ours[columns], theirs[columns])
+    assert ours["docno"].iloc[0] == "8172" and ours["line"].tolist() == list(range(1, 11))
+    assert "original_document" not in ours.columns
+
+
+def test_environment_variables_and_unexpanded_placeholders(tmp_path, monkeypatch, hf_model):
+    """Without options, folders come from TIRA_INPUT_DATASET/TIRA_OUTPUT_DIR, the model from SETENC_MODEL and the
+    tag from SETENC_TAG; a literal ``$inputDataset`` (the exec-form entrypoint run outside TIRA) falls back too."""
+    monkeypatch.setenv("TIRA_INPUT_DATASET", str(SAMPLE.parent))
+    monkeypatch.setenv("TIRA_OUTPUT_DIR", str(tmp_path / "a"))
+    monkeypatch.setenv("SETENC_MODEL", str(hf_model))
+    monkeypatch.setenv("SETENC_TAG", "webis/monoelectra-base")
+    monkeypatch.delenv("inputDataset", raising=False)
+    monkeypatch.delenv("outputDir", raising=False)
+    assert main([]) == 0
+    assert set(read_run(tmp_path / "a", ONE_QUERY)["system"]) == {"webis-monoelectra-base"}
+    monkeypatch.setenv("TIRA_OUTPUT_DIR", str(tmp_path / "b"))
+    monkeypatch.delenv("SETENC_TAG")
+    assert main(["--input", "$inputDataset", "--output", "${outputDir}"]) == 0
+    assert set(read_run(tmp_path / "b", ONE_QUERY)["system"]) == {"hf"}  # the model folder's name
+    assert main(["--input", str(SAMPLE), "--output", str(tmp_path / "c")]) == 0  # the file itself
+    assert len(read_run(tmp_path / "c", ONE_QUERY)) == 10
+
+
+def sample_lines() -> list[dict]:
+    with gzip.open(SAMPLE, "rt", encoding="utf-8") as file:
+        return [json.loads(line) for line in file]
+
+
+def write_lines(path: Path, lines: list) -> None:
+    text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "wt", encoding="utf-8") as file:
+        file.write(text)
+
+
+def edited(index: int, **changes) -> list[dict]:
+    lines = sample_lines()
+    for key, value in changes.items():
+        if value is None:
+            lines[index].pop(key)
+        else:
+            lines[index][key] = value
+    return lines
+
+
+def make_bad_input(case: str, folder: Path) -> tuple[Path, list[str]]:
+    """An input folder for ``case`` and the phrases the error message must hold."""
+    gz = folder / "rerank.jsonl.gz"
+    plain = folder / "rerank.jsonl"
+    if case == "missing-field":
+        write_lines(gz, edited(2, text=None))
+        return folder, [str(gz), "line 3", "missing field", "'text'"]
+    if case == "missing-qid":
+        write_lines(plain, edited(0, qid=None))
+        return folder, [str(plain), "line 1", "'qid'"]
+    if case == "empty-gzip":
+        write_lines(gz, [])
+        return folder, [str(gz), "is empty"]
+    if case == "empty-file":
+        plain.write_bytes(b"")
+        return folder, [str(plain), "is empty"]
+    if case == "blank-lines":
+        plain.write_text("\n \n")
+        return folder, [str(plain), "is empty"]
+    if case == "truncated-gzip":
+        data = SAMPLE.read_bytes()
+        gz.write_bytes(data[: len(data) // 2])
+        return folder, [str(gz), "truncated"]
+    if case == "not-gzip":
+        gz.write_text(json.dumps(sample_lines()[0]) + "\n")
+        return folder, [str(gz), "corrupt"]
+    if case == "bad-json":
+        write_lines(plain, [sample_lines()[0], '{"qid": "1", "query":'])
+        return folder, [str(plain), "line 2", "not valid JSON"]
+    if case == "not-an-object":
+        write_lines(plain, [sample_lines()[0], "[1, 2]"])
+        return folder, [str(plain), "line 2", "not a JSON object"]
+    if case == "repeated-docno":
+        write_lines(gz, edited(4, docno=sample_lines()[1]["docno"]))
+        return folder, [str(gz), "occurs more than once", "lines [2, 5]"]
+    if case == "two-query-texts":
+        write_lines(gz, edited(3, query="another query"))
+        return folder, [str(gz), "more than one query text"]
+    if case == "empty-query":
+        write_lines(gz, edited(3, query="  "))
+        return folder, [str(gz), "line 4", "query"]
+    if case == "docno-with-space":
+        write_lines(gz, edited(1, docno="a b"))
+        return folder, [str(gz), "line 2", "whitespace"]
+    if case == "no-input-file":
+        (folder / "other.txt").write_text("x")
+        return folder, [str(folder), "no rerank.jsonl.gz or rerank.jsonl", "other.txt"]
+    if case == "no-folder":
+        return folder / "missing", [str(folder / "missing"), "does not exist"]
+    raise ValueError(case)
+
+
+BAD_INPUTS = ["missing-field", "missing-qid", "empty-gzip", "empty-file", "blank-lines", "truncated-gzip", "not-gzip",
+              "bad-json", "not-an-object", "repeated-docno", "two-query-texts", "empty-query", "docno-with-space",
+              "no-input-file", "no-folder"]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_ends_with_a_clear_message_and_no_run(case, tmp_path, capsys, hf_model):
+    folder = tmp_path / "input"
+    folder.mkdir()
+    source, phrases = make_bad_input(case, folder)
+    output = tmp_path / "output"
+    output.mkdir()
+    (output / "run.txt").write_text("1 Q0 d 1 1.0 stale\n")  # an earlier run must not survive a failed one
+    assert main(["--input", str(source), "--output", str(output), "--model", str(hf_model)]) == 1
+    message = capsys.readouterr().err
+    for phrase in phrases:
+        assert phrase in message
+    assert "Traceback" not in message
+    assert os.listdir(output) == []
+
+
+def test_bad_input_from_the_command_line(tmp_path, hf_model):
+    source, _ = make_bad_input("truncated-gzip", tmp_path)
+    result = run_module(["--input", str(source), "--output", str(tmp_path / "out"), "--model", str(hf_model)])
+    assert result.returncode != 0
+    assert "truncated" in result.stderr and str(source / "rerank.jsonl.gz") in result.stderr
+    assert not (tmp_path / "out" / "run.txt").exists()
+
+
+def test_missing_settings_and_bad_model(tmp_path, monkeypatch, capsys):
+    for variable in ("TIRA_INPUT_DATASET", "TIRA_OUTPUT_DIR", "inputDataset", "outputDir", "SETENC_MODEL"):
+        monkeypatch.delenv(variable, raising=False)
+    assert main(["--output", str(tmp_path / "out")]) == 1
+    assert "no input folder: pass --input DIR or set TIRA_INPUT_DATASET" in capsys.readouterr().err
+    assert main(["--input", "$inputDataset", "--output", str(tmp_path / "out")]) == 1
+    assert "'$inputDataset', a variable that is not set" in capsys.readouterr().err
+    if not Path("/model").is_dir():
+        assert main(["--input", str(SAMPLE.parent), "--output", str(tmp_path / "out")]) == 1
+        assert "no model: pass --model" in capsys.readouterr().err
+    (tmp_path / "not-a-model").mkdir()
+    assert main(["--input", str(SAMPLE.parent), "--output", str(tmp_path / "out"),
+                 "--model", str(tmp_path / "not-a-model")]) == 1
+    assert "has no config.json" in capsys.readouterr().err
+    assert main(["--input", str(SAMPLE.parent), "--output", str(tmp_path / "out"), "--tag", "a b",
+                 "--model", str(tmp_path / "not-a-model")]) == 1
+    assert "without whitespace" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "run.txt").exists()
+
+
+class LengthScorer(pt.Transformer):
+    """Scores a passage by its length (``nan`` for the word ``nan``): a stand-in re-ranker without a model."""
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        score = inp["text"].map(lambda text: float("nan") if text == "nan" else float(len(text)))
+        return inp.assign(score=score)
+
+
+def test_passages_without_text_follow_the_scored_ones(tmp_path, capsys):
+    lines = sample_lines()
+    lines[2]["text"], lines[6]["text"] = "", None
+    write_lines(tmp_path / "rerank.jsonl", lines)
+    rerank_file(tmp_path, tmp_path / "out", LengthScorer(), tag="len")
+    assert "2 passage(s) of 1 query(ies) have no text" in capsys.readouterr().err
+    run = read_run(tmp_path / "out", ONE_QUERY)
+    assert run["docno"].tolist()[-2:] == [str(lines[2]["docno"]), str(lines[6]["docno"])]  # input order
+    scored = [line for i, line in enumerate(lines) if i not in (2, 6)]
+    expected = sorted(scored, key=lambda line: -len(line["text"]))
+    assert run["docno"].tolist()[:8] == [str(line["docno"]) for line in expected]
+    assert run["score"].tolist()[:8] == [float(len(line["text"])) for line in expected]
+
+
+def test_failures_leave_no_run_and_no_temporary_file(tmp_path, monkeypatch):
+    lines = sample_lines()
+    lines[0]["text"] = "nan"
+    write_lines(tmp_path / "rerank.jsonl", lines)
+    with pytest.raises(ValueError, match="1 score\\(s\\) are not finite"):
+        rerank_file(tmp_path, tmp_path / "out", LengthScorer(), tag="len")
+    assert os.listdir(tmp_path / "out") == []
+
+    def broken_replace(source, target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        rerank_file(SAMPLE, tmp_path / "out", LengthScorer(), tag="len")
+    assert os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize("qids", [["2", "10", "1"], ["q2", "q10", "q1"]])
+def test_normalisation_matches_tira(qids):
+    """Ordering, ranks and the 1,000-passage cut agree with tira's ``normalize_run`` (with ties in the scores)."""
+    rng = np.random.default_rng(0)
+    sizes = [1200, 5, 1000]
+    frame = pd.DataFrame({
+        "qid": np.repeat(qids, sizes),
+        "docno": [f"d{i}" for size in sizes for i in range(size)],
+        "score": np.round(rng.normal(size=sum(sizes)), 1),  # many ties: broken by docno, descending
+    })
+    ours = normalize_run(frame, "tag")
+    golden = tira_normalize_run(frame.copy(), "tag")
+    assert ours.groupby("qid", sort=False).size().to_dict() == {qids[2]: 1000, qids[1]: 5, qids[0]: 1000}
+    assert ours["qid"].tolist() == golden["qid"].astype(str).tolist()
+    for column in ("docno", "rank", "score"):
+        assert ours[column].tolist() == golden[column].tolist()
+
+
+def test_normalisation_keeps_qid_text():
+    frame = pd.DataFrame({"qid": ["010", "010", "9"], "docno": ["a", "b", "c"], "score": [1.0, 2.0, 0.5]})
+    run = normalize_run(frame, "t")
+    assert run.values.tolist() == [["9", "Q0", "c", 1, 0.5, "t"], ["010", "Q0", "b", 1, 2.0, "t"],
+                                   ["010", "Q0", "a", 2, 1.0, "t"]]
+
+
+def instructions(path: Path) -> dict[str, list[str]]:
+    """A Dockerfile's instructions by keyword, continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines()
+                                          if not line.lstrip().startswith("#")))
+    found: dict[str, list[str]] = {}
+    for line in filter(str.strip, text.splitlines()):
+        keyword, _, argument = line.strip().partition(" ")
+        found.setdefault(keyword.upper(), []).append(" ".join(argument.split()))
+    return found
+
+
+def test_dockerfile_is_pinned_and_offline_at_run_time():
+    found = instructions(DOCKERFILE)
+    assert set(found) <= {"FROM", "ARG", "ENV", "RUN", "COPY", "ENTRYPOINT"}
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", found["FROM"][0])
+    assert found["ARG"] == ["MODEL=webis/set-encoder-base"]
+    runs = found["RUN"]
+    assert "--index-url https://download.pytorch.org/whl/cpu torch==2.13.0" in runs[0]
+    # every package is pinned, to the version the tests run with
+    requirements = [token for run in runs for part in run.split("&&") if part.strip().startswith("pip install")
+                    for token in shlex.split(re.sub(r"--index-url \S+", "", part))[2:] if not token.startswith("-")]
+    assert "/tmp/pyterrier-setenc[tira]" in requirements
+    others = [token for token in requirements if token != "/tmp/pyterrier-setenc[tira]"]
+    assert all(re.fullmatch(r"[\w.-]+==[\w.]+", token) for token in others), others
+    pins = dict(token.split("==") for token in others)
+    for name in ("torch", "transformers", "tokenizers", "huggingface-hub", "safetensors", "pandas", "numpy", "tira",
+                 "pyterrier-alpha", "setuptools"):
+        assert pins[name] == importlib.metadata.version(name).split("+")[0], name
+    for source in (token.split()[0] for token in found["COPY"]):
+        assert (REPO / source).exists(), source
+    # the model is fetched at build time, then the network is off: at run time nothing is downloaded
+    download = next(i for i, run in enumerate(runs) if "download_model(" in run)
+    assert '"$MODEL"' in runs[download] and "'/model'" in runs[download]
+    offline = " ".join(found["ENV"][1:])
+    assert "HF_HUB_OFFLINE=1" in offline and "TRANSFORMERS_OFFLINE=1" in offline and "SETENC_MODEL=/model" in offline
+    assert "load_reranker('/model')" in runs[download + 1]
+    command = entrypoint_command()
+    assert command == TIREX_COMMAND
+    assert extract_to_be_executed_notebook_from_command_or_none(command) is None  # tira runs it unchanged
+    text = DOCKERFILE.read_text()
+    assert text.index("download_model(") < text.index("HF_HUB_OFFLINE=1") < text.index("ENTRYPOINT")
+
+
+def test_tira_folder_does_not_shadow_the_tira_client():
+    import tira
+
+    assert not (REPO / "tira" / "__init__.py").exists()
+    assert REPO not in Path(tira.__file__).resolve().parents
+    result = subprocess.run([sys.executable, "-c", "import tira.check_format, sys; print(tira.__file__)"],
+                            capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0 and str(REPO / "tira") not in result.stdout, result
+
+
+def test_download_model_fetches_the_files_a_checkpoint_needs(tmp_path, monkeypatch, hf_model):
+    import huggingface_hub
+
+    from pyterrier_setenc import CheckpointError
+    from pyterrier_setenc.tirex import download_model
+
+    calls = []
+
+    def fake_snapshot_download(repo_id, local_dir, allow_patterns):
+        calls.append((repo_id, allow_patterns))
+        shutil.copytree(source, local_dir)
+        return local_dir
+
+    source = hf_model
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    assert download_model("org/model", tmp_path / "model") == tmp_path / "model"
+    assert calls[0][0] == "org/model" and "model.safetensors" in calls[0][1] and "config.json" in calls[0][1]
+    source = tmp_path / "unsupported"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps({"model_type": "t5", "architectures": ["T5Model"]}))
+    with pytest.raises(CheckpointError, match="not supported|supported are"):
+        download_model("org/t5", tmp_path / "t5")
