@@ -1,0 +1,73 @@
+"""Live BM25 over a whole corpus with a PISA index that is built once and cached.
+
+The index lives in ``CACHE/pisa/NAME-FINGERPRINT`` where the fingerprint is a hash of the corpus, so a changed
+corpus gets a new index. It is built in a temporary folder beside it and renamed into place when complete, so an
+interrupted build never leaves a broken index behind.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import pyterrier as pt
+
+from .data import AddText, read_docs
+
+BM25_K1 = 0.9
+BM25_B = 0.4
+
+
+def file_fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def iter_jsonl_docs(path: Path) -> Iterator[dict[str, str]]:
+    with gzip.open(path, "rt", encoding="utf-8") as file:
+        for line in file:
+            if line.strip():
+                doc = json.loads(line)
+                yield {"docno": str(doc["docno"]), "text": doc["text"]}
+
+
+def cached_pisa_index(name: str, fingerprint: str, docs: Callable[[], Iterable[dict[str, str]]], cache_dir: Path,
+                      warmup_query: str = "index"):
+    """The PISA index of a corpus under ``cache_dir``, built from ``docs()`` (dicts with ``docno`` and ``text``) if
+    not cached yet."""
+    from pyterrier_pisa import PisaIndex
+
+    final = cache_dir / "pisa" / f"{name}-{fingerprint}"
+    if not (final / "pt_meta.json").is_file():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
+        try:
+            index = PisaIndex(str(building / "index"), text_field="text", threads=1, overwrite=True)
+            index.index(docs())
+            # the first BM25 search writes its score bounds into the index folder: do it before it is shared
+            PisaIndex(str(building / "index")).bm25(k1=BM25_K1, b=BM25_B, num_results=1).search(warmup_query)
+            try:
+                os.rename(building / "index", final)
+            except OSError:
+                if not (final / "pt_meta.json").is_file():  # another process won the race: keep its index
+                    raise
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    return PisaIndex(str(final))
+
+
+def corpus_bm25(name: str, docs_path: Path, cache_dir: Path, candidates: int = 100) -> pt.Transformer:
+    """BM25 (k1=0.9, b=0.4, PISA's porter2 stemming and Terrier stop words) over ``docs.jsonl.gz``, followed by the
+    passage texts: ``bm25 >> AddText(docs)``."""
+    index = cached_pisa_index(name, file_fingerprint(docs_path), lambda: iter_jsonl_docs(docs_path), cache_dir)
+    return index.bm25(k1=BM25_K1, b=BM25_B, num_results=candidates) >> AddText(read_docs(docs_path))
+

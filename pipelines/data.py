@@ -1,0 +1,300 @@
+"""Benchmarks for the experiments: topics, qrels and a first stage that yields candidates with passage texts.
+
+Offline, everything comes from a data folder in the layout of ``../shared/data`` (``topics.tsv``, ``qrels.txt``,
+``NAME.rerank.jsonl.gz``, ``docs.jsonl.gz``, ``NAME.run``), chosen by ``data_dir`` or the environment variable
+``SETENC_DATA_DIR``; nothing touches the network. Without a data folder the benchmark comes from ``ir_datasets``
+(see :mod:`pipelines.online`).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+import pyterrier as pt
+
+DATA_DIR_ENV = "SETENC_DATA_DIR"
+CACHE_DIR_ENV = "SETENC_CACHE_DIR"
+DEFAULT_CANDIDATES = 100
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Where a benchmark lives: its offline folder and its ``ir_datasets`` id (``None``: offline only)."""
+
+    folder: str
+    irds_id: str | None
+    title: str
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    "dl19": BenchmarkSpec("trec-dl-2019", "msmarco-passage/trec-dl-2019/judged", "TREC DL 2019"),
+    "dl20": BenchmarkSpec("trec-dl-2020", "msmarco-passage/trec-dl-2020/judged", "TREC DL 2020"),
+    "dl21": BenchmarkSpec("trec-dl-2021", None, "TREC DL 2021"),
+    "vaswani": BenchmarkSpec("vaswani", "vaswani", "Vaswani"),
+    "cranfield": BenchmarkSpec("cranfield", "cranfield", "Cranfield"),
+    "nfcorpus": BenchmarkSpec("nfcorpus", "beir/nfcorpus/test", "NFCorpus"),
+    "noveleval": BenchmarkSpec("noveleval", None, "NovelEval"),
+}
+ALIASES = {spec.folder: name for name, spec in BENCHMARKS.items()}
+
+
+class DataFileError(FileNotFoundError):
+    """A file of the offline data folder is missing; the message names the file and where it was looked for."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The offline data folder: ``data_dir`` if given, else ``$SETENC_DATA_DIR``, else ``None`` (online)."""
+    chosen = data_dir if data_dir not in (None, "") else os.environ.get(DATA_DIR_ENV) or None
+    if chosen is None:
+        return None
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        origin = "--data-dir" if data_dir not in (None, "") else f"${DATA_DIR_ENV}"
+        raise DataFileError(f"data folder {path} (from {origin}) does not exist or is not a folder")
+    return path
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where built indexes are kept: ``cache_dir``, else ``$SETENC_CACHE_DIR``, else ``~/.cache/pyterrier-setenc``."""
+    chosen = cache_dir or os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "pyterrier-setenc"
+    return Path(chosen).expanduser()
+
+
+def canonical_name(name: str) -> str:
+    """``dl19`` for ``dl19``, ``DL19`` or ``trec-dl-2019``; other names are returned unchanged."""
+    lowered = name.strip().lower()
+    return ALIASES.get(lowered, lowered)
+
+
+# --- readers of the offline formats -----------------------------------------------------------------------------
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise DataFileError(f"missing {what}: looked for {path}")
+    return path
+
+
+def read_topics(path: Path) -> pd.DataFrame:
+    """``qid<TAB>query`` lines as a frame with string columns ``qid`` and ``query``, in file order."""
+    require_file(path, "topics file")
+    frame = pd.read_csv(path, sep="\t", header=None, names=["qid", "query"], dtype=str, keep_default_na=False,
+                        quoting=csv.QUOTE_NONE, on_bad_lines="error")
+    frame["query"] = frame["query"].str.strip()
+    return frame
+
+
+def read_qrels(path: Path) -> pd.DataFrame:
+    """TREC qrels (``qid 0 docno label``) as a frame with columns ``qid``, ``docno`` (strings) and ``label`` (int)."""
+    require_file(path, "qrels file")
+    frame = pd.read_csv(path, sep=r"\s+", header=None, names=["qid", "iteration", "docno", "label"],
+                        dtype={"qid": str, "iteration": str, "docno": str, "label": int}, keep_default_na=False)
+    return frame[["qid", "docno", "label"]]
+
+
+def read_run(path: str | os.PathLike) -> pd.DataFrame:
+    """A TREC run (``qid Q0 docno rank score tag``) as a result frame (``qid``, ``docno``, ``score``, ``rank``;
+    ranks 0-based by descending score, as PyTerrier numbers them)."""
+    path = require_file(Path(path), "run file")
+    frame = pd.read_csv(path, sep=r"\s+", header=None, names=["qid", "Q0", "docno", "rank", "score", "tag"],
+                        dtype={"qid": str, "docno": str}, keep_default_na=False)
+    frame = frame[["qid", "docno", "score"]].astype({"score": "float64"})
+    return pt.model.add_ranks(frame).sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
+
+
+def read_rerank(path: Path) -> pd.DataFrame:
+    """A TIREx re-rank file (JSON lines with ``qid``, ``query``, ``docno``, ``text``, ``rank`` 1-based, ``score``)
+    as a result frame in first-stage order, ranks 0-based."""
+    require_file(path, "first-stage file")
+    with gzip.open(path, "rt", encoding="utf-8") as file:
+        rows = [json.loads(line) for line in file if line.strip()]
+    frame = pd.DataFrame(rows, columns=["qid", "query", "docno", "text", "rank", "score"])
+    frame["qid"] = frame["qid"].astype(str)
+    frame["docno"] = frame["docno"].astype(str)
+    frame["score"] = frame["score"].astype("float64")
+    frame["rank"] = frame["rank"].astype("int64")
+    frame = frame.sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
+    frame["rank"] = frame.groupby("qid", sort=False).cumcount()
+    return frame
+
+
+def read_docs(path: Path) -> dict[str, str]:
+    """``docs.jsonl.gz`` as a mapping docno -> text."""
+    require_file(path, "corpus file")
+    docs: dict[str, str] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as file:
+        for line in file:
+            if line.strip():
+                doc = json.loads(line)
+                docs[str(doc["docno"])] = doc["text"]
+    return docs
+
+
+# --- transformers ------------------------------------------------------------------------------------------------
+
+class StoredRun(pt.Transformer):
+    """A first stage read from a file: returns the stored candidates of each input query, in stored order, with the
+    input's query text.
+
+    >>> first_stage = StoredRun(read_rerank(Path("trec-dl-2019/bm25-top100.rerank.jsonl.gz")))  # doctest: +SKIP
+    >>> candidates = (first_stage % 10)(topics)  # doctest: +SKIP
+    """
+
+    def __init__(self, results: pd.DataFrame, name: str = "stored"):
+        self.results = results.drop(columns=["query"], errors="ignore")
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"StoredRun({self.name!r})"
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        if "qid" not in inp.columns:
+            raise ValueError(f"StoredRun needs a qid column; found {list(inp.columns)}")
+        queries = inp[["qid", "query"]].drop_duplicates("qid") if "query" in inp.columns else inp[["qid"]]
+        queries = queries.assign(qid=queries["qid"].astype(str))
+        out = queries.merge(self.results, on="qid", how="inner", sort=False)
+        return out.reset_index(drop=True)
+
+
+class AddText(pt.Transformer):
+    """Adds a ``text`` column from a docno -> text mapping (e.g. a small corpus held in memory)."""
+
+    def __init__(self, docs: Mapping[str, str], field: str = "text"):
+        self.docs = docs
+        self.field = field
+
+    def __repr__(self) -> str:
+        return f"AddText({len(self.docs)} docs)"
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        texts = inp["docno"].map(self.docs.get)
+        if texts.isna().any():
+            missing = inp.loc[texts.isna(), "docno"].iloc[0]
+            raise KeyError(f"{int(texts.isna().sum())} docno(s) not in the corpus, e.g. {missing!r}")
+        return inp.assign(**{self.field: texts})
+
+
+# --- the benchmark -----------------------------------------------------------------------------------------------
+
+@dataclass
+class Benchmark:
+    """Topics, qrels and a first stage (a transformer from topics to candidates with ``text``) of one collection.
+
+    >>> bench = load_benchmark("dl19", data_dir="../shared/data", first_stage="bm25")  # doctest: +SKIP
+    >>> candidates = (bench.first_stage % 100)(bench.topics)  # doctest: +SKIP
+    """
+
+    name: str
+    topics: pd.DataFrame
+    qrels: pd.DataFrame
+    first_stage: pt.Transformer
+    first_stage_name: str
+    source: str
+    folder: Path | None = None
+    extras: dict = field(default_factory=dict)
+
+    def limit(self, queries: int | None) -> Benchmark:
+        """The same benchmark on its first ``queries`` topics (all when ``None``)."""
+        if queries is None:
+            return self
+        if queries < 1:
+            raise ValueError(f"queries must be at least 1, got {queries}")
+        topics = self.topics.head(queries).reset_index(drop=True)
+        qrels = self.qrels[self.qrels["qid"].isin(set(topics["qid"]))].reset_index(drop=True)
+        return replace(self, topics=topics, qrels=qrels)
+
+    def reference_run(self, name_or_path: str | os.PathLike) -> tuple[str, pd.DataFrame]:
+        """A run read from a file path, or by name from the benchmark's folder (``NAME.run``); restricted to the
+        benchmark's topics. Returns (row name, result frame)."""
+        path = Path(name_or_path)
+        if not path.is_file() and self.folder is not None:
+            candidate = self.folder / (path.name if path.suffix == ".run" else f"{path.name}.run")
+            if candidate.is_file():
+                path = candidate
+        if not path.is_file():
+            available = sorted(p.stem for p in self.folder.glob("*.run")) if self.folder else []
+            where = f" or {self.folder}/{Path(name_or_path).name}.run" if self.folder else ""
+            raise DataFileError(f"missing reference run: looked for {Path(name_or_path)}{where}; runs available "
+                                f"for {self.name}: {available or 'none'}")
+        run = read_run(path)
+        run = run[run["qid"].isin(set(self.topics["qid"]))].reset_index(drop=True)
+        return path.stem, run
+
+
+def first_stage_files(folder: Path, name: str) -> list[Path]:
+    """The re-rank files that may hold first stage ``name``, in order of preference."""
+    return [folder / f"{name}-top{DEFAULT_CANDIDATES}.rerank.jsonl.gz", folder / f"{name}.rerank.jsonl.gz",
+            *sorted(folder.glob(f"{name}-top*.rerank.jsonl.gz"))]
+
+
+def available_first_stages(folder: Path) -> list[str]:
+    names = set()
+    for path in folder.glob("*.rerank.jsonl.gz"):
+        stem = path.name.removesuffix(".rerank.jsonl.gz")
+        base, _, depth = stem.rpartition("-top")
+        names.add(base if base and depth.isdigit() else stem)
+    if (folder / "docs.jsonl.gz").is_file():
+        names.add("bm25")
+    return sorted(names)
+
+
+def load_offline(name: str, data_dir: Path, first_stage: str = "bm25", *, cache_dir: str | os.PathLike | None = None,
+                 candidates: int = DEFAULT_CANDIDATES) -> Benchmark:
+    """A benchmark from the data folder; ``first_stage`` is a stored re-rank file (``bm25``, ``bm25-rm3``, ``tasb``,
+    ``spladepp``, ``web-top20``, ...) or, for whole corpora, ``bm25`` over a cached PISA index of ``docs.jsonl.gz``."""
+    spec = BENCHMARKS.get(name)
+    folder = data_dir / (spec.folder if spec else name)
+    if not folder.is_dir():
+        known = ", ".join(BENCHMARKS)
+        raise DataFileError(f"missing benchmark folder for {name!r}: looked for {folder} (known benchmarks: {known})")
+    topics = read_topics(folder / "topics.tsv")
+    qrels = read_qrels(folder / "qrels.txt")
+    stored = next((path for path in first_stage_files(folder, first_stage) if path.is_file()), None)
+    if stored is not None:
+        transformer: pt.Transformer = StoredRun(read_rerank(stored), name=f"{name}/{stored.name}")
+        source = str(stored)
+    elif first_stage == "bm25" and (folder / "docs.jsonl.gz").is_file():
+        from .bm25 import corpus_bm25
+
+        transformer = corpus_bm25(name, folder / "docs.jsonl.gz", resolve_cache_dir(cache_dir), candidates)
+        source = f"BM25 (PISA) over {folder / 'docs.jsonl.gz'}"
+    else:
+        looked = ", ".join(str(path) for path in first_stage_files(folder, first_stage)[:2])
+        if first_stage == "bm25":
+            looked += f", {folder / 'docs.jsonl.gz'}"
+        raise DataFileError(f"missing first stage {first_stage!r} for {name}: looked for {looked}; available: "
+                            f"{', '.join(available_first_stages(folder)) or 'none'}")
+    return Benchmark(name=name, topics=topics, qrels=qrels, first_stage=transformer, first_stage_name=first_stage,
+                     source=source, folder=folder)
+
+
+def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, first_stage: str = "bm25", *,
+                   cache_dir: str | os.PathLike | None = None, candidates: int = DEFAULT_CANDIDATES,
+                   queries: int | None = None) -> Benchmark:
+    """The benchmark ``name`` (``dl19``, ``dl20``, ``vaswani``, ``cranfield``, ``nfcorpus``, ``noveleval``, ...):
+    offline from ``data_dir`` (or ``$SETENC_DATA_DIR``), else online from ``ir_datasets``; ``queries`` keeps the
+    first topics only.
+
+    >>> bench = load_benchmark("vaswani", data_dir="../shared/data", queries=5)  # doctest: +SKIP
+    """
+    name = canonical_name(name)
+    folder = resolve_data_dir(data_dir)
+    if folder is not None:
+        bench = load_offline(name, folder, first_stage, cache_dir=cache_dir, candidates=candidates)
+    else:
+        from .online import load_online
+
+        bench = load_online(name, first_stage, cache_dir=resolve_cache_dir(cache_dir), candidates=candidates)
+    return bench.limit(queries)
+
+
+def offline_benchmarks(data_dir: Path) -> list[str]:
+    """The known benchmarks with topics and qrels in the data folder, in the order of :data:`BENCHMARKS`."""
+    return [name for name, spec in BENCHMARKS.items()
+            if (data_dir / spec.folder / "topics.tsv").is_file() and (data_dir / spec.folder / "qrels.txt").is_file()]

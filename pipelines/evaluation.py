@@ -1,0 +1,66 @@
+"""Evaluation with ``pt.Experiment`` (ir_measures underneath): measures, significance against a baseline with a
+multiple-testing correction, and compact tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import ir_measures
+import numpy as np
+import pandas as pd
+import pyterrier as pt
+from ir_measures import RR, nDCG
+
+TABLE1_MEASURES = (nDCG @ 10, RR(rel=2) @ 10, nDCG @ 100)
+SIGNIFICANT = "\u2020"  # dagger: significantly different from the baseline after correction
+
+
+def parse_measures(names: Sequence[str] | None, default: Sequence) -> list:
+    return list(default) if not names else [ir_measures.parse_measure(name) for name in names]
+
+
+def experiment(runs: Mapping[str, pd.DataFrame], topics: pd.DataFrame, qrels: pd.DataFrame, measures: Sequence,
+               *, baseline: int | None = 0, correction: str | None = "holm", alpha: float = 0.05) -> pd.DataFrame:
+    """``pt.Experiment`` over stored result frames: one row per run, the measures in the given order and, when a
+    baseline is given (and there is something to compare), paired t-tests against it with ``correction``."""
+    names = list(runs)
+    if baseline is not None and len(names) < 2:
+        baseline = None
+    kwargs = dict(baseline=baseline, correction=correction, correction_alpha=alpha) if baseline is not None else {}
+    table = pt.Experiment([runs[name] for name in names], topics, qrels, list(measures), names=names,
+                          verbose=False, **kwargs)
+    first = ["name"] + [str(m) for m in measures]
+    return table[first + [c for c in table.columns if c not in first]].reset_index(drop=True)
+
+
+def compact(table: pd.DataFrame, measures: Sequence, baseline: int | None = 0) -> pd.DataFrame:
+    """Measure values as text with 4 decimals and a dagger where the corrected test rejects equality with the
+    baseline row."""
+    out = pd.DataFrame({"name": table["name"]})
+    for measure in map(str, measures):
+        marks = table.get(f"{measure} reject", pd.Series(False, index=table.index)).fillna(False).astype(bool)
+        out[measure] = [f"{value:.4f}{SIGNIFICANT if mark else ''}" for value, mark in zip(table[measure], marks)]
+    return out
+
+
+def aggregate(results: pd.DataFrame, qrels: pd.DataFrame, measure) -> float:
+    """One measure's mean over the queries of ``results`` (ir_measures, queries without results count as absent)."""
+    run = results[["qid", "docno", "score"]].rename(columns={"qid": "query_id", "docno": "doc_id"})
+    judged = qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
+    return float(ir_measures.calc_aggregate([measure], judged, run)[measure])
+
+
+def per_query(results: pd.DataFrame, qrels: pd.DataFrame, measure) -> dict[str, float]:
+    run = results[["qid", "docno", "score"]].rename(columns={"qid": "query_id", "docno": "doc_id"})
+    judged = qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
+    return {m.query_id: float(m.value) for m in ir_measures.iter_calc([measure], judged, run)}
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    """exp(mean(log x)); 0 if any value is 0."""
+    array = np.asarray(values, dtype=float)
+    if len(array) == 0:
+        return float("nan")
+    if (array <= 0).any():
+        return 0.0
+    return float(np.exp(np.log(array).mean()))
