@@ -50,12 +50,6 @@ def aggregate(results: pd.DataFrame, qrels: pd.DataFrame, measure) -> float:
     return float(ir_measures.calc_aggregate([measure], judged, run)[measure])
 
 
-def per_query(results: pd.DataFrame, qrels: pd.DataFrame, measure) -> dict[str, float]:
-    run = results[["qid", "docno", "score"]].rename(columns={"qid": "query_id", "docno": "doc_id"})
-    judged = qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
-    return {m.query_id: float(m.value) for m in ir_measures.iter_calc([measure], judged, run)}
-
-
 def geometric_mean(values: Sequence[float]) -> float:
     """exp(mean(log x)); 0 if any value is 0."""
     array = np.asarray(values, dtype=float)
