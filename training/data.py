@@ -1,0 +1,345 @@
+"""Listwise training samples: one query with n passages and a target per passage (higher is better).
+
+Three kinds of sources, all deterministic given ``(seed, epoch, index)`` so training can resume exactly:
+
+- :class:`HardNegatives`: a first-stage run plus qrels; one relevant passage and ``n - 1`` passages sampled from
+  the run's top ``depth`` that are not judged relevant (the paper's stage 1);
+- :class:`TeacherRanking`: the top ``n`` of a teacher's ranking (e.g. an LLM re-ranking run), target
+  ``n + 1 - rank`` (the paper's stage 2);
+- :class:`GradedCandidates`: a candidate list with graded qrels (unjudged passages count as 0), all of it or ``n``
+  passages sampled from it, at least one of them relevant.
+
+Offline, the inputs are files in the layout of ``../shared/data`` (``*.rerank.jsonl.gz``, ``qrels.txt``, ``*.run``,
+``docs.jsonl.gz``); online, :func:`from_ir_datasets` reads queries, qrels, scored documents and texts of an
+``ir_datasets`` id.
+
+>>> source = GradedCandidates.from_files("trec-dl-2021/bm25-top100.rerank.jsonl.gz", "trec-dl-2021/qrels.txt",
+...                                      list_size=32)  # doctest: +SKIP
+>>> sample = source.sample(0, seed=0, epoch=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Sample:
+    """One query and its passage list with targets (higher is better)."""
+
+    qid: str
+    query: str
+    docnos: list[str]
+    texts: list[str]
+    targets: list[float]
+
+    def __post_init__(self):
+        if not (len(self.docnos) == len(self.texts) == len(self.targets)):
+            raise ValueError(f"sample {self.qid}: {len(self.docnos)} docnos, {len(self.texts)} texts, "
+                             f"{len(self.targets)} targets")
+
+
+# ------------------------------------------------------------------------------------------------- file readers
+
+
+def _open(path: str | os.PathLike):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training data file not found: {path}")
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+def read_candidates(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
+    """A ``rerank.jsonl.gz`` file: queries ``{qid: text}``, candidate docnos per qid in first-stage order, and
+    passage texts ``{docno: text}``."""
+    queries: dict[str, str] = {}
+    ranked: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    texts: dict[str, str] = {}
+    with _open(path) as file:
+        for number, line in enumerate(file, 1):
+            row = json.loads(line)
+            missing = {"qid", "query", "docno", "text"} - set(row)
+            if missing:
+                raise ValueError(f"{path}:{number}: missing fields {sorted(missing)}")
+            qid, docno = str(row["qid"]), str(row["docno"])
+            queries[qid] = row["query"]
+            texts[docno] = row["text"]
+            ranked[qid].append((float(row.get("rank", len(ranked[qid]) + 1)), docno))
+    return queries, {qid: [d for _, d in sorted(rows, key=lambda r: r[0])] for qid, rows in ranked.items()}, texts
+
+
+def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """TREC qrels ``qid 0 docno relevance`` as ``{qid: {docno: relevance}}``."""
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    with _open(path) as file:
+        for number, line in enumerate(file, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 4:
+                raise ValueError(f"{path}:{number}: a qrels line has 4 fields (qid 0 docno relevance): {line!r}")
+            qrels[parts[0]][parts[2]] = int(parts[3])
+    return dict(qrels)
+
+
+def read_run(path: str | os.PathLike) -> dict[str, list[str]]:
+    """A TREC run ``qid Q0 docno rank score tag`` as docnos per qid, best first (by score, then rank)."""
+    rows: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    with _open(path) as file:
+        for number, line in enumerate(file, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 6:
+                raise ValueError(f"{path}:{number}: a run line has 6 fields (qid Q0 docno rank score tag): {line!r}")
+            rows[parts[0]].append((-float(parts[4]), int(parts[3]), parts[2]))
+    return {qid: [docno for *_, docno in sorted(ranking)] for qid, ranking in rows.items()}
+
+
+def read_topics(path: str | os.PathLike) -> dict[str, str]:
+    """``qid<TAB>query`` lines."""
+    topics = {}
+    with _open(path) as file:
+        for number, line in enumerate(file, 1):
+            if not line.strip():
+                continue
+            if "\t" not in line:
+                raise ValueError(f"{path}:{number}: a topics line is qid<TAB>query: {line!r}")
+            qid, query = line.rstrip("\n").split("\t", 1)
+            topics[qid] = query
+    return topics
+
+
+def read_docs(path: str | os.PathLike, wanted: Iterable[str] | None = None) -> dict[str, str]:
+    """``docs.jsonl.gz`` texts (``title`` and ``text`` joined), optionally only the ``wanted`` docnos."""
+    wanted = set(wanted) if wanted is not None else None
+    texts = {}
+    with _open(path) as file:
+        for line in file:
+            row = json.loads(line)
+            docno = str(row["docno"])
+            if wanted is None or docno in wanted:
+                texts[docno] = " ".join(part for part in (row.get("title"), row.get("text")) if part)
+    return texts
+
+
+# ------------------------------------------------------------------------------------------------------ sources
+
+
+def _rng(seed: int, epoch: int, index: int) -> random.Random:
+    return random.Random(f"{seed}/{epoch}/{index}")
+
+
+@dataclass
+class _Source:
+    queries: dict[str, str]
+    texts: dict[str, str] | Callable[[str], str]
+    qids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.qids)
+
+    def text(self, docno: str) -> str:
+        try:
+            return self.texts(docno) if callable(self.texts) else self.texts[docno]
+        except KeyError:
+            raise KeyError(f"no text for passage {docno!r}") from None
+
+    def _make(self, qid: str, docnos: Sequence[str], targets: Sequence[float]) -> Sample:
+        return Sample(qid, self.queries[qid], list(docnos), [self.text(d) for d in docnos], [float(t) for t in targets])
+
+
+@dataclass
+class HardNegatives(_Source):
+    """One relevant passage (relevance >= ``min_relevance``) and ``list_size - 1`` negatives sampled from the top
+    ``depth`` of a first-stage run (passages judged below ``min_relevance`` or unjudged); targets 1 and 0."""
+
+    run: dict[str, list[str]] = field(default_factory=dict)
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+    list_size: int = 8
+    depth: int = 200
+    min_relevance: int = 1
+
+    def __post_init__(self):
+        self.qids = [qid for qid in sorted(self.run) if qid in self.queries and self._positives(qid)
+                     and len(self._negatives(qid)) >= self.list_size - 1]
+        if not self.qids:
+            raise ValueError(f"no query has a relevant passage and {self.list_size - 1} negatives in the run's top "
+                             f"{self.depth}")
+
+    def _positives(self, qid: str) -> list[str]:
+        return sorted(d for d, rel in self.qrels.get(qid, {}).items() if rel >= self.min_relevance)
+
+    def _negatives(self, qid: str) -> list[str]:
+        judged = self.qrels.get(qid, {})
+        return [d for d in self.run[qid][:self.depth] if judged.get(d, 0) < self.min_relevance]
+
+    def sample(self, index: int, seed: int = 0, epoch: int = 0) -> Sample:
+        qid = self.qids[index]
+        rng = _rng(seed, epoch, index)
+        positive = rng.choice(self._positives(qid))
+        negatives = rng.sample(self._negatives(qid), self.list_size - 1)
+        return self._make(qid, [positive, *negatives], [1.0] + [0.0] * len(negatives))
+
+    @classmethod
+    def from_files(cls, candidates: str | os.PathLike, qrels: str | os.PathLike, **options) -> HardNegatives:
+        """The run and texts from a ``rerank.jsonl.gz`` file."""
+        queries, run, texts = read_candidates(candidates)
+        return cls(queries=queries, texts=texts, run=run, qrels=read_qrels(qrels), **options)
+
+
+@dataclass
+class TeacherRanking(_Source):
+    """The teacher's top ``list_size`` passages in a shuffled order, target ``list_size + 1 - teacher rank``."""
+
+    run: dict[str, list[str]] = field(default_factory=dict)
+    list_size: int = 100
+
+    def __post_init__(self):
+        self.qids = [qid for qid in sorted(self.run) if qid in self.queries and len(self.run[qid]) >= 2]
+        if not self.qids:
+            raise ValueError("the teacher run has no query with at least two passages")
+
+    def sample(self, index: int, seed: int = 0, epoch: int = 0) -> Sample:
+        qid = self.qids[index]
+        top = self.run[qid][:self.list_size]
+        order = list(range(len(top)))
+        _rng(seed, epoch, index).shuffle(order)
+        return self._make(qid, [top[i] for i in order], [len(top) - i for i in order])
+
+    @classmethod
+    def from_files(cls, run: str | os.PathLike, candidates: str | os.PathLike, **options) -> TeacherRanking:
+        """A ``.run`` file; queries and texts from a ``rerank.jsonl.gz`` file that holds the run's passages."""
+        queries, _, texts = read_candidates(candidates)
+        return cls(queries=queries, texts=texts, run=read_run(run), **options)
+
+
+@dataclass
+class GradedCandidates(_Source):
+    """A candidate list with graded labels (unjudged: 0). With ``list_size`` smaller than the list, ``list_size``
+    passages are sampled, at least one relevant; the order is shuffled. Queries without a relevant candidate or
+    with a single label value are left out."""
+
+    candidates: dict[str, list[str]] = field(default_factory=dict)
+    qrels: dict[str, dict[str, int]] = field(default_factory=dict)
+    list_size: int | None = None
+    depth: int | None = None
+
+    def __post_init__(self):
+        self.qids = [qid for qid in sorted(self.candidates) if qid in self.queries
+                     and len({self._label(qid, d) for d in self._list(qid)}) > 1
+                     and max(self._label(qid, d) for d in self._list(qid)) > 0]
+        if not self.qids:
+            raise ValueError("no query has candidates with at least two different labels")
+
+    def _list(self, qid: str) -> list[str]:
+        return self.candidates[qid][:self.depth]
+
+    def _label(self, qid: str, docno: str) -> int:
+        return max(self.qrels.get(qid, {}).get(docno, 0), 0)
+
+    def sample(self, index: int, seed: int = 0, epoch: int = 0) -> Sample:
+        qid = self.qids[index]
+        docnos = list(self._list(qid))
+        rng = _rng(seed, epoch, index)
+        if self.list_size is not None and self.list_size < len(docnos):
+            relevant = [d for d in docnos if self._label(qid, d) > 0]
+            first = rng.choice(relevant)
+            rest = rng.sample([d for d in docnos if d != first], self.list_size - 1)
+            docnos = [first, *rest]
+        rng.shuffle(docnos)
+        return self._make(qid, docnos, [self._label(qid, d) for d in docnos])
+
+    @classmethod
+    def from_files(cls, candidates: str | os.PathLike, qrels: str | os.PathLike, **options) -> GradedCandidates:
+        queries, ranked, texts = read_candidates(candidates)
+        return cls(queries=queries, texts=texts, candidates=ranked, qrels=read_qrels(qrels), **options)
+
+
+class Mixture:
+    """Several sources as one: index ``i`` runs through the queries of each source in turn."""
+
+    def __init__(self, sources: Sequence[_Source]):
+        if not sources:
+            raise ValueError("no training data source given")
+        self.sources = list(sources)
+        self.offsets = [0]
+        for source in self.sources:
+            self.offsets.append(self.offsets[-1] + len(source))
+
+    def __len__(self) -> int:
+        return self.offsets[-1]
+
+    def sample(self, index: int, seed: int = 0, epoch: int = 0) -> Sample:
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample index {index} outside 0..{len(self) - 1}")
+        for number, source in enumerate(self.sources):
+            if index < self.offsets[number + 1]:
+                return source.sample(index - self.offsets[number], seed=seed + number, epoch=epoch)
+        raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------------------------------------- from config
+
+
+def from_ir_datasets(dataset_id: str, run_id: str | None = None) -> tuple[dict[str, str], dict[str, list[str]],
+                                                                          dict[str, dict[str, int]], Callable]:
+    """Queries, a ranking per query (the dataset's scoreddocs, or those of ``run_id``), qrels and a text look-up
+    from ``ir_datasets`` (downloads on first use)."""
+    import ir_datasets
+
+    dataset = ir_datasets.load(dataset_id)
+    queries = {q.query_id: q.text for q in dataset.queries_iter()}
+    qrels: dict[str, dict[str, int]] = defaultdict(dict)
+    if dataset.has_qrels():
+        for qrel in dataset.qrels_iter():
+            qrels[qrel.query_id][qrel.doc_id] = qrel.relevance
+    ranked_source = ir_datasets.load(run_id) if run_id else dataset
+    scored: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for row in ranked_source.scoreddocs_iter():
+        scored[row.query_id].append((-row.score, row.doc_id))
+    run = {qid: [d for _, d in sorted(rows)] for qid, rows in scored.items()}
+    store = dataset.docs_store()
+
+    def text(docno: str) -> str:
+        doc = store.get(docno)
+        return " ".join(part for part in (getattr(doc, "title", None), getattr(doc, "text", None)) if part)
+
+    return queries, run, dict(qrels), text
+
+
+def build_source(spec: dict, root: str | os.PathLike | None = None) -> _Source:
+    """A source from a configuration entry, e.g. ``{"kind": "graded", "candidates": "...", "qrels": "...",
+    "list_size": 32}``; relative paths are taken from ``root``. ``ir_datasets: ID`` (and ``teacher_ir_datasets``)
+    read the data online instead of files."""
+    spec = dict(spec)
+    kind = spec.pop("kind", None)
+    classes = {"hard_negatives": HardNegatives, "teacher": TeacherRanking, "graded": GradedCandidates}
+    if kind not in classes:
+        raise ValueError(f"data source kind must be one of {sorted(classes)}, not {kind!r}")
+    base = Path(root) if root is not None else Path.cwd()
+    path = (lambda key: base / spec.pop(key))
+    options = {key: spec.pop(key) for key in ("list_size", "depth", "min_relevance") if key in spec}
+    if "ir_datasets" in spec:
+        queries, run, qrels, text = from_ir_datasets(spec.pop("ir_datasets"), spec.pop("run_ir_datasets", None))
+        arguments = dict(queries=queries, texts=text)
+        if kind == "graded":
+            source = GradedCandidates(candidates=run, qrels=qrels, **arguments, **options)
+        elif kind == "teacher":
+            source = TeacherRanking(run=run, **arguments, **options)
+        else:
+            source = HardNegatives(run=run, qrels=qrels, **arguments, **options)
+    elif kind == "teacher":
+        source = TeacherRanking.from_files(path("run"), path("candidates"), **options)
+    else:
+        source = classes[kind].from_files(path("candidates"), path("qrels"), **options)
+    if spec:
+        raise ValueError(f"unknown keys in data source {kind!r}: {sorted(spec)}")
+    return source

@@ -1,0 +1,80 @@
+"""Saving a trained model as a lightning-ir 0.0.6 checkpoint folder: ``config.json`` (``model_type``
+``set-encoder`` or ``mono``, ``backbone_model_type`` and the backbone's fields), ``model.safetensors`` (backbone
+weights without prefix plus ``linear.weight``) and the tokenizer files (with ``[INT]`` as an added token).
+
+>>> save_checkpoint(model, "/work/trained/set-encoder-dl21")  # doctest: +SKIP
+>>> SetEncoderReRanker("/work/trained/set-encoder-dl21")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from pyterrier_setenc.model import CrossEncoder
+
+_TOKENIZER_CLASS = {"set-encoder": "SetEncoderTokenizer", "mono": "CrossEncoderTokenizer"}
+_BACKBONE_TOKENIZER = {"bert": "BertTokenizerFast", "electra": "ElectraTokenizerFast"}
+
+
+def lightning_ir_state_dict(model: CrossEncoder) -> dict[str, torch.Tensor]:
+    """Weights named as lightning-ir names them: the backbone's without prefix, the head's ``linear.weight``."""
+    state = {}
+    for name, tensor in model.state_dict().items():
+        key = name.removeprefix("backbone.").removeprefix("head.")
+        state[key] = tensor.detach().to("cpu", torch.float32).contiguous()
+    return state
+
+
+def save_checkpoint(model: CrossEncoder, folder: str | os.PathLike) -> Path:
+    """Writes the checkpoint into ``folder`` atomically (a sibling temporary folder, then a rename)."""
+    if model.kind not in _TOKENIZER_CLASS:
+        raise ValueError(f"only set-encoder and mono models are saved in lightning-ir's format, not {model.kind!r}")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        config = dict(model.config)
+        config["dtype"] = "float32"
+        with open(staging / "config.json", "w", encoding="utf-8") as file:
+            json.dump(config, file, indent=2, sort_keys=True)
+        save_file(lightning_ir_state_dict(model), str(staging / "model.safetensors"), metadata={"format": "pt"})
+        source = getattr(model, "tokenizer_path", None)
+        if source is None:
+            raise ValueError("the model does not say where its tokenizer files are (tokenizer_path); build it with "
+                             "training.model.build_model or load it with training.model.load_model")
+        _write_tokenizer(Path(source), staging, model.kind, config)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+            os.replace(staging, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def _write_tokenizer(source: Path, target: Path, kind: str, config: dict) -> None:
+    for name in ("vocab.txt", "special_tokens_map.json", "added_tokens.json"):
+        if (source / name).is_file():
+            shutil.copy(source / name, target / name)
+    settings = {}
+    if (source / "tokenizer_config.json").is_file():
+        with open(source / "tokenizer_config.json", encoding="utf-8") as file:
+            settings = json.load(file)
+    settings.update(tokenizer_class=_TOKENIZER_CLASS[kind],
+                    backbone_tokenizer_class=_BACKBONE_TOKENIZER[config["backbone_model_type"]],
+                    query_length=config["query_length"], doc_length=config["doc_length"])
+    if kind == "set-encoder":
+        settings["add_extra_token"] = bool(config.get("add_extra_token", False))
+    with open(target / "tokenizer_config.json", "w", encoding="utf-8") as file:
+        json.dump(settings, file, indent=2, sort_keys=True)
