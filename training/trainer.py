@@ -139,7 +139,8 @@ class Trainer:
             self.model = build_model(config.backbone, config.kind, query_length=config.query_length,
                                      doc_length=config.doc_length, add_extra_token=config.add_extra_token,
                                      depth=config.depth, sample_missing_docs=config.sample_missing_docs,
-                                     seed=config.seed, workdir=self.output / "tokenizer")
+                                     seed=config.seed,
+                                     workdir=self.output / "tokenizer" if self.rank == 0 else None)
         self.model.to(self.device).train()
         scorer = Scorer(self.model, config.gradient_checkpointing)
         if self.distributed:
@@ -190,11 +191,14 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------- training
 
-    def train(self) -> Path:
+    def train(self, until: int | None = None) -> Path:
+        """Trains up to ``max_steps`` (or only up to step ``until``, keeping a resumable state) and saves the
+        model as a lightning-ir checkpoint in ``output_dir/model``; returns that folder."""
         config = self.config
+        last = config.max_steps if until is None else min(until, config.max_steps)
         log_file = self.output / "log.jsonl"
         started = time.perf_counter() - self.elapsed
-        while self.step < config.max_steps:
+        while self.step < last:
             step_start = time.perf_counter()
             total = 0.0
             for micro in range(config.accumulation_steps):
@@ -231,6 +235,8 @@ class Trainer:
             if config.save_every and self.step % config.save_every == 0 and self.step < config.max_steps:
                 self.save_state()
         self.save_state()
+        if self.step < config.max_steps:
+            return self.state_dir / "model"
         final = self.output / "model"
         if self.rank == 0:
             save_checkpoint(self.model, final)
