@@ -140,3 +140,9 @@ def test_ddp_two_processes_train_like_one(setup):
     assert_same_weights(weights(single), weights(root / "ddp" / "model"), atol=2e-5)
     log = [json.loads(line) for line in (root / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4]  # only rank 0 logs
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_parse(path):
+    config = TrainConfig.from_yaml(path)
+    assert config.data and config.max_steps >= 1

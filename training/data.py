@@ -317,8 +317,8 @@ def from_ir_datasets(dataset_id: str, run_id: str | None = None) -> tuple[dict[s
 
 def build_source(spec: dict, root: str | os.PathLike | None = None) -> _Source:
     """A source from a configuration entry, e.g. ``{"kind": "graded", "candidates": "...", "qrels": "...",
-    "list_size": 32}``; relative paths are taken from ``root``. ``ir_datasets: ID`` (and ``teacher_ir_datasets``)
-    read the data online instead of files."""
+    "list_size": 32}``; relative paths are taken from ``root``. ``ir_datasets: ID`` reads queries, qrels, texts
+    and the ranking online instead (the ranking from ``run_ir_datasets: ID`` or a TREC ``run`` file if given)."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
     classes = {"hard_negatives": HardNegatives, "teacher": TeacherRanking, "graded": GradedCandidates}
@@ -329,6 +329,8 @@ def build_source(spec: dict, root: str | os.PathLike | None = None) -> _Source:
     options = {key: spec.pop(key) for key in ("list_size", "depth", "min_relevance") if key in spec}
     if "ir_datasets" in spec:
         queries, run, qrels, text = from_ir_datasets(spec.pop("ir_datasets"), spec.pop("run_ir_datasets", None))
+        if "run" in spec:  # a TREC run file instead of the dataset's scoreddocs
+            run = read_run(path("run"))
         arguments = dict(queries=queries, texts=text)
         if kind == "graded":
             source = GradedCandidates(candidates=run, qrels=qrels, **arguments, **options)

@@ -50,6 +50,7 @@ class TrainConfig:
     sample_missing_docs: bool = True
     loss: str = "info_nce"
     learning_rate: float = 1e-5
+    head_learning_rate: float | None = None  # for the fresh scoring layer (default: learning_rate)
     weight_decay: float = 0.01
     warmup_steps: int = 0
     max_steps: int = 100
@@ -149,10 +150,15 @@ class Trainer:
             scorer = DistributedDataParallel(scorer, device_ids=[self.device.index] if self.device.type == "cuda"
                                              else None)
         self.scorer = scorer
-        decay = [p for n, p in self.model.named_parameters() if p.dim() > 1 and "LayerNorm" not in n]
-        no_decay = [p for n, p in self.model.named_parameters() if not (p.dim() > 1 and "LayerNorm" not in n)]
+        backbone = list(self.model.backbone.named_parameters())
+        decay = [p for n, p in backbone if p.dim() > 1 and "LayerNorm" not in n]
+        no_decay = [p for n, p in backbone if not (p.dim() > 1 and "LayerNorm" not in n)]
+        head = list(self.model.head.parameters())
         self.optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                            {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate)
+                                            {"params": no_decay, "weight_decay": 0.0},
+                                            {"params": head, "weight_decay": 0.0,
+                                             "lr": config.head_learning_rate or config.learning_rate}],
+                                           lr=config.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_schedule(config.warmup_steps, config.max_steps))
         self.loss_fn = get_loss(config.loss)
