@@ -5,7 +5,6 @@ saved checkpoint is also scored by lightning-ir itself and compared."""
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +15,7 @@ from safetensors.torch import load_file
 from conftest import FIXTURES, copy_tokenizer
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker
 from pyterrier_setenc.checkpoint import load_checkpoint
+from training.check_lightning_ir import lightning_ir_scores
 from training.export import save_checkpoint
 from training.model import build_model, load_model, score
 
@@ -164,18 +164,6 @@ def test_unsupported_backbone(tmp_path):
         build_model(folder, "set-encoder")
 
 
-LIGHTNING_IR_SCORER = """
-import json, sys
-import torch
-from lightning_ir import CrossEncoderModule, LightningIRModel
-model = LightningIRModel.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
-module = CrossEncoderModule(model=model).eval()
-data = json.loads(sys.argv[2])
-with torch.no_grad():
-    out = [module.score([q], [docs]).scores.float().tolist() for q, docs in zip(data["queries"], data["lists"])]
-print(json.dumps(out))
-"""
-
 # (kind, build options, lists scored): a Set-Encoder that samples missing passages is compared on a list of exactly
 # ``depth`` passages only, where lightning-ir draws no random fill-in passages
 REFERENCE_CASES = {
@@ -195,9 +183,6 @@ def test_lightning_ir_loads_saved_checkpoints(case, tmp_path):
     queries, lists = [QUERIES[i] for i in which], [LISTS[i] for i in which]
     expected = model.score_lists(queries, lists)
     folder = save_checkpoint(model, tmp_path / "ckpt")
-    output = subprocess.run([os.environ["SETENC_REFERENCE_PYTHON"], "-c", LIGHTNING_IR_SCORER, str(folder),
-                             json.dumps({"queries": queries, "lists": lists})], capture_output=True, text=True,
-                            check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    reference = json.loads(output.stdout.strip().splitlines()[-1])
+    reference = lightning_ir_scores(os.environ["SETENC_REFERENCE_PYTHON"], folder, queries, lists)
     for ours, theirs in zip(expected, reference):
         torch.testing.assert_close(ours, torch.tensor(theirs), atol=1e-4, rtol=1e-4)
