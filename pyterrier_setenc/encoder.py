@@ -1,18 +1,18 @@
-"""A BERT/ELECTRA encoder that runs on length-sorted chunks of sequences and, for the Set-Encoder, lets every
-sequence attend to the interaction-token states of the other passages of its list (inter-passage attention).
+"""A BERT/ELECTRA encoder on packed tokens that, for the Set-Encoder, lets every sequence attend to the
+interaction-token states of the other passages of its list (inter-passage attention).
 
 Module and parameter names follow Hugging Face's ``BertModel``/``ElectraModel``, so their state dicts load as they
-are. Work is done chunk by chunk: each chunk holds sequences of similar length, padded only to its own longest,
-which keeps padding low and memory bounded for lists of any length."""
+are. Linear layers, layer norms and activations run on the packed tokens only, never on padding; attention runs per
+bucket of sequences of similar length in a small padded layout. Work goes bucket by bucket, which bounds memory
+for lists of any length."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .batching import Bucket, PackedBatch
 
 _ACTIVATIONS = {
     "gelu": F.gelu,
@@ -30,25 +30,6 @@ def activation(name: str):
     return _ACTIVATIONS[name]
 
 
-@dataclass
-class Chunk:
-    """Sequences run together: ``input_ids``/``token_type_ids``/``mask`` are (c, L); ``index`` are their positions
-    in the whole batch. For inter-passage attention, ``others`` (c, m) holds the batch positions of the passages each
-    sequence attends to, and ``others_mask`` (c, m) which of those entries are real (False: padding or itself)."""
-
-    input_ids: torch.Tensor
-    token_type_ids: torch.Tensor
-    mask: torch.Tensor
-    index: torch.Tensor
-    others: torch.Tensor | None = None
-    others_mask: torch.Tensor | None = None
-
-    def to(self, device: torch.device) -> Chunk:
-        move = (lambda t: None if t is None else t.to(device))
-        return Chunk(*(move(getattr(self, name)) for name in
-                       ("input_ids", "token_type_ids", "mask", "index", "others", "others_mask")))
-
-
 class Embeddings(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
@@ -58,10 +39,10 @@ class Embeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.get("type_vocab_size", 2), size)
         self.LayerNorm = nn.LayerNorm(size, eps=config.get("layer_norm_eps", 1e-12))
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+                position_ids: torch.Tensor) -> torch.Tensor:
         embedded = (self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-                    + self.position_embeddings(positions))
+                    + self.position_embeddings(position_ids))
         return self.LayerNorm(embedded)
 
 
@@ -76,20 +57,27 @@ class SelfAttention(nn.Module):
         self.value = nn.Linear(hidden, hidden)
 
     def heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.view(*x.shape[:-1], self.num_heads, self.head_size).transpose(-3, -2)
+        """(c, L, H) to (c, heads, L, head size)."""
+        return x.unflatten(-1, (self.num_heads, self.head_size)).transpose(1, 2)
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, extra_keys: torch.Tensor | None = None,
-                extra_values: torch.Tensor | None = None, extra_mask: torch.Tensor | None = None) -> torch.Tensor:
-        query = self.heads(self.query(hidden))
-        key = self.key(hidden)
-        value = self.value(hidden)
-        if extra_keys is not None:
-            key = torch.cat([key, extra_keys], dim=1)
-            value = torch.cat([value, extra_values], dim=1)
-            mask = torch.cat([mask, extra_mask], dim=1)
-        context = F.scaled_dot_product_attention(query, self.heads(key), self.heads(value),
+    def forward(self, hidden: torch.Tensor, bucket: Bucket,
+                partners: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Attention of packed rows ``hidden`` (T, H) of one bucket; ``partners`` are the keys and values of all
+        interaction tokens of the batch (N, H), of which each sequence sees those of its list partners."""
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        qkv = F.linear(hidden, weight, bias)
+        count, width = bucket.mask.shape
+        padded = qkv.new_zeros(count * width, qkv.shape[-1]).index_copy_(0, bucket.pad_index, qkv)
+        query, key, value = padded.view(count, width, -1).chunk(3, dim=-1)
+        mask = bucket.mask
+        if partners is not None:
+            key = torch.cat([key, partners[0][bucket.others]], dim=1)
+            value = torch.cat([value, partners[1][bucket.others]], dim=1)
+            mask = torch.cat([mask, bucket.others_mask], dim=1)
+        context = F.scaled_dot_product_attention(self.heads(query), self.heads(key), self.heads(value),
                                                  attn_mask=mask[:, None, None, :])
-        return context.transpose(1, 2).reshape(hidden.shape)
+        return context.transpose(1, 2).reshape(count * width, -1).index_select(0, bucket.pad_index)
 
 
 class DenseLayerNorm(nn.Module):
@@ -128,8 +116,9 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = DenseLayerNorm(config, config["intermediate_size"])
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor, **extra) -> torch.Tensor:
-        attended = self.attention.output(self.attention.self(hidden, mask, **extra), hidden)
+    def forward(self, hidden: torch.Tensor, bucket: Bucket,
+                partners: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        attended = self.attention.output(self.attention.self(hidden, bucket, partners), hidden)
         return self.output(self.intermediate(attended), attended)
 
 
@@ -156,35 +145,31 @@ class Backbone(nn.Module):
         self.interaction_position = interaction_position
         self.hidden_size = config["hidden_size"]
 
-    def embed(self, chunk: Chunk) -> torch.Tensor:
-        hidden = self.embeddings(chunk.input_ids, chunk.token_type_ids)
+    def embed(self, batch: PackedBatch) -> torch.Tensor:
+        hidden = self.embeddings(batch.input_ids, batch.token_type_ids, batch.position_ids)
         if hasattr(self, "embeddings_project"):
             hidden = self.embeddings_project(hidden)
         return hidden
 
-    def forward(self, chunks: Sequence[Chunk], total: int) -> list[torch.Tensor]:
-        """Last hidden states of every chunk; ``total`` is the number of sequences in all chunks."""
-        hidden = [self.embed(chunk) for chunk in chunks]
+    def forward(self, batch: PackedBatch) -> torch.Tensor:
+        """Last hidden states of all packed tokens (T, H)."""
+        hidden = self.embed(batch)
+        interaction_rows = None
+        if batch.listwise and self.interaction_position is not None:
+            interaction_rows = batch.starts + self.interaction_position
         for layer in self.encoder.layer:
-            extra = self._interaction_states(layer, hidden, chunks, total)
-            hidden = [layer(h, chunk.mask, **self._extra_for(chunk, extra)) for h, chunk in zip(hidden, chunks)]
+            partners = None
+            if interaction_rows is not None:  # the states all buckets see, taken before any bucket changes
+                attention = layer.attention.self
+                states = hidden[interaction_rows]
+                partners = (attention.key(states), attention.value(states))
+            hidden = self._layer(layer, hidden, batch, partners)
         return hidden
 
-    def _interaction_states(self, layer: Layer, hidden: list[torch.Tensor], chunks: Sequence[Chunk],
-                            total: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Keys and values of every sequence's interaction token, in batch order."""
-        if self.interaction_position is None:
-            return None
-        states = hidden[0].new_empty(total, self.hidden_size)
-        for h, chunk in zip(hidden, chunks):
-            states[chunk.index] = h[:, self.interaction_position]
-        attention = layer.attention.self
-        return attention.key(states), attention.value(states)
-
     @staticmethod
-    def _extra_for(chunk: Chunk, extra: tuple[torch.Tensor, torch.Tensor] | None) -> dict:
-        if extra is None:
-            return {}
-        keys, values = extra
-        return {"extra_keys": keys[chunk.others], "extra_values": values[chunk.others],
-                "extra_mask": chunk.others_mask}
+    def _layer(layer: Layer, hidden: torch.Tensor, batch: PackedBatch, partners) -> torch.Tensor:
+        if torch.is_grad_enabled():  # out of place, for autograd
+            return torch.cat([layer(hidden[b.rows], b, partners) for b in batch.buckets])
+        for bucket in batch.buckets:  # in place: memory stays one copy of the hidden states
+            hidden[bucket.rows] = layer(hidden[bucket.rows], bucket, partners)
+        return hidden

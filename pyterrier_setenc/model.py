@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import DEFAULT_TOKEN_BUDGET, make_chunks
+from .batching import DEFAULT_TOKEN_BUDGET, PackedBatch, pack
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from .encoder import Backbone, Chunk
+from .encoder import Backbone
 from .tokenization import PairTokenizer
 
 
@@ -30,15 +30,17 @@ class LightningIRHead(nn.Module):
             self.bert_pool = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
         self.linear = nn.Linear(hidden, 2 if self.two_class else 1, bias=config.get("linear_bias", False))
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
         if self.pooling in ("first", "bert_pool"):
-            pooled = hidden[:, 0]
-        elif self.pooling == "max":
-            pooled = hidden.masked_fill(~mask[..., None], float("-inf")).amax(1)
+            pooled = hidden[batch.starts]
         else:
-            pooled = (hidden * mask[..., None]).sum(1)
+            lengths = torch.diff(batch.starts, append=batch.starts.new_tensor([len(hidden)]))
+            sequence = torch.repeat_interleave(torch.arange(batch.size, device=hidden.device), lengths)
+            reduce = "amax" if self.pooling == "max" else "sum"
+            pooled = hidden.new_zeros(batch.size, hidden.shape[-1]).index_reduce_(0, sequence, hidden, reduce,
+                                                                                  include_self=False)
             if self.pooling == "mean":
-                pooled = pooled / mask.sum(1, keepdim=True)
+                pooled = pooled / lengths[:, None]
         if self.pooling == "bert_pool":
             pooled = self.bert_pool(pooled)
         scores = self.linear(pooled)
@@ -55,8 +57,8 @@ class BertClassifierHead(nn.Module):
         self.pooler.dense = nn.Linear(hidden, hidden)
         self.classifier = nn.Linear(hidden, config.get("num_labels", len(config.get("id2label", {})) or 2))
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return _relevance(self.classifier(torch.tanh(self.pooler.dense(hidden[:, 0]))))
+    def forward(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+        return _relevance(self.classifier(torch.tanh(self.pooler.dense(hidden[batch.starts]))))
 
 
 class ElectraClassifierHead(nn.Module):
@@ -69,8 +71,8 @@ class ElectraClassifierHead(nn.Module):
         self.classifier.dense = nn.Linear(hidden, hidden)
         self.classifier.out_proj = nn.Linear(hidden, config.get("num_labels", len(config.get("id2label", {})) or 2))
 
-    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return _relevance(self.classifier.out_proj(F.gelu(self.classifier.dense(hidden[:, 0]))))
+    def forward(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+        return _relevance(self.classifier.out_proj(F.gelu(self.classifier.dense(hidden[batch.starts]))))
 
 
 def _relevance(logits: torch.Tensor) -> torch.Tensor:
@@ -144,23 +146,17 @@ class CrossEncoder(nn.Module):
         return next(self.parameters()).device
 
     def encode(self, queries: Sequence[str], docs: Sequence[str], group_sizes: Sequence[int] | None,
-               token_budget: int = DEFAULT_TOKEN_BUDGET) -> tuple[list[Chunk], int]:
-        """Tokenizes pairs (``queries[i]`` with ``docs[i]``) and arranges them in chunks."""
+               token_budget: int = DEFAULT_TOKEN_BUDGET) -> PackedBatch:
+        """Tokenizes pairs (``queries[i]`` with ``docs[i]``) and packs them; ``group_sizes`` give the lists."""
         encoded = self.tokenizer(queries, docs)
-        chunks = make_chunks(encoded.input_ids, encoded.token_type_ids,
-                             group_sizes if self.listwise else None, pad_id=self.tokenizer.pad_id,
-                             token_budget=token_budget)
-        return chunks, len(docs)
+        return pack(encoded.input_ids, encoded.token_type_ids, group_sizes if self.listwise else None,
+                    token_budget=token_budget)
 
-    def forward(self, chunks: Sequence[Chunk], total: int) -> torch.Tensor:
-        """Scores of all ``total`` sequences, in the order they were given to :meth:`encode`."""
-        device = self.device
-        chunks = [chunk.to(device) for chunk in chunks]
-        hidden = self.backbone(chunks, total)
-        scores = torch.empty(total, device=device, dtype=torch.float32)
-        for h, chunk in zip(hidden, chunks):
-            scores[chunk.index] = self.head(h, chunk.mask).float()
-        return scores
+    def forward(self, batch: PackedBatch) -> torch.Tensor:
+        """Scores of all sequences of a packed batch, in the order they were given to :meth:`encode`."""
+        batch = batch.to(self.device)
+        sorted_scores = self.head(self.backbone(batch), batch).float()
+        return sorted_scores.new_empty(batch.size).index_copy(0, batch.order, sorted_scores)
 
     @torch.inference_mode()
     def score_lists(self, queries: Sequence[str], lists: Sequence[Sequence[str]],
@@ -171,5 +167,5 @@ class CrossEncoder(nn.Module):
         flat_docs = [d for docs in lists for d in docs]
         if not flat_docs:
             return [torch.empty(0) for _ in lists]
-        scores = self(*self.encode(flat_queries, flat_docs, sizes, token_budget)).cpu()
+        scores = self(self.encode(flat_queries, flat_docs, sizes, token_budget)).cpu()
         return list(torch.split(scores, sizes))
