@@ -7,37 +7,13 @@ a reader never sees a half-written file.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 import pandas as pd
 
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> Path:
-    """Calls ``write(file)`` on a temporary file beside ``path``, then renames it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) \
-                as file:
-            write(file)
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp creates owner-only files
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+from pyterrier_setenc.atomic import atomic_write
 
 
 def safe_name(name: str) -> str:

@@ -18,7 +18,6 @@ import gzip
 import os
 import re
 import sys
-import tempfile
 import traceback
 import zlib
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from .atomic import atomic_write
 from .checkpoint import _FILES, CheckpointError, load_checkpoint
 
 INPUT_FILES = ("rerank.jsonl.gz", "rerank.jsonl")
@@ -178,20 +178,13 @@ def normalize_run(scores: pd.DataFrame, tag: str, depth: int = DEPTH) -> pd.Data
 
 
 def write_run(run: pd.DataFrame, path: Path) -> Path:
-    """Writes ``run`` in TREC format to ``path`` atomically: a temporary file in the same folder, then
-    ``os.replace``; on failure nothing is left behind."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            for qid, q0, docno, rank, score, tag in run.itertuples(index=False, name=None):
-                file.write(f"{qid} {q0} {docno} {rank} {float(score)!r} {tag}\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Writes ``run`` in TREC format to ``path`` atomically; on failure nothing is left behind."""
+
+    def write(file) -> None:
+        for qid, q0, docno, rank, score, tag in run.itertuples(index=False, name=None):
+            file.write(f"{qid} {q0} {docno} {rank} {float(score)!r} {tag}\n")
+
+    return atomic_write(path, write)
 
 
 def tag_from_name(name: str) -> str:
