@@ -403,7 +403,7 @@ def test_tira_folder_does_not_shadow_the_tira_client():
     import tira
 
     assert not (REPO / "tira" / "__init__.py").exists()
-    assert REPO not in Path(tira.__file__).resolve().parents
+    assert REPO / "tira" not in Path(tira.__file__).resolve().parents  # the client, not the repository's folder
     result = subprocess.run([sys.executable, "-c", "import tira.check_format, sys; print(tira.__file__)"],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0 and str(REPO / "tira") not in result.stdout, result
