@@ -55,8 +55,10 @@ class Checkpoint:
         return self.config.get("doc_length", 512) if self.kind != "hf-cross-encoder" else None
 
 
-def resolve(name_or_path: str | os.PathLike) -> Path:
-    """A local folder as it is, otherwise a Hugging Face model id fetched (or found in the local cache)."""
+def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
+            allow_patterns: list[str] | None = None) -> Path:
+    """A local folder as it is, otherwise a Hugging Face model id fetched (or found in the local cache); only files
+    matching ``allow_patterns`` (default: configuration, weights and tokenizer files) are fetched."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -65,7 +67,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(str(name_or_path), allow_patterns=_FILES))
+        return Path(snapshot_download(str(name_or_path), revision=revision, allow_patterns=allow_patterns or _FILES))
     except Exception as error:  # network, unknown id, gated model: say which
         raise CheckpointError(
             f"{name_or_path!r} is neither a local folder nor a Hugging Face model that could be fetched: {error}"

@@ -23,7 +23,7 @@ from tokenizers.processors import TemplateProcessing
 from torch import nn
 
 from .batching import DEFAULT_TOKEN_BUDGET, pack
-from .checkpoint import CheckpointError, read_config, read_state_dict
+from .checkpoint import CheckpointError, read_config, read_state_dict, resolve
 from .encoder import Backbone
 from .tokenization import _load_backend
 
@@ -38,22 +38,6 @@ _IGNORED_ENCODER_KEYS = ("pooler.", "embeddings.position_ids")
 WINDOW = 20
 FIXED_SHARE = 0.2
 MIN_FIXED = 10
-
-
-def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> Path:
-    """A local folder as it is, otherwise the files of a Hugging Face model (fetched or from the local cache)."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise CheckpointError(f"{path} is a file; a ListConRanker checkpoint is a folder")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(str(name_or_path), revision=revision, allow_patterns=_DOWNLOAD))
-    except Exception as error:  # network, unknown id, gated model: say which
-        raise CheckpointError(f"{name_or_path!r} is neither a local folder nor a Hugging Face model that could be "
-                              f"fetched: {error}") from error
 
 
 def is_listconranker(name_or_path: str | os.PathLike) -> bool:
@@ -221,7 +205,7 @@ class ListConRankerModel(nn.Module):
                         max_length: int = 512, revision: str | None = None) -> ListConRankerModel:
         """Reads a checkpoint folder or Hugging Face id. ``list_transformer_layers`` (default: all the checkpoint
         holds) must match the checkpoint, as the published loader requires."""
-        path = resolve(name_or_path, revision)
+        path = resolve(name_or_path, revision, _DOWNLOAD)
         name = str(name_or_path)
         config = read_config(path)
         if config.get("model_type") != "bert":

@@ -92,8 +92,7 @@ class CrossEncoderReRanker(pt.Transformer):
         groups = list(out.groupby("qid", sort=False).indices.values())
         queries = out["query"].tolist()
         texts = out[self.text_field].tolist()
-        qids = out["qid"].to_numpy()
-        groups_end = {qids[g[-1]]: g[-1] for g in groups}
+        last_rows = {int(g[-1]) for g in groups}  # a query is done when its last row is scored
         scores = np.empty(len(out), dtype=np.float64)
         progress = pt.tqdm(total=len(groups), desc=repr(self), unit="q", disable=not self.verbose)
         with progress, torch.inference_mode():
@@ -102,7 +101,7 @@ class CrossEncoderReRanker(pt.Transformer):
                 batch_scores = self.model.score_lists([queries[r[0]] for r in rows], lists)
                 for r, s in zip(rows, batch_scores):
                     scores[r] = s.double().numpy()
-                progress.update(sum(r[-1] == groups_end[qids[r[-1]]] for r in rows))
+                progress.update(sum(int(r[-1]) in last_rows for r in rows))
         out["score"] = scores
         out = pt.model.add_ranks(out)
         order = np.lexsort((out["rank"].to_numpy(), pd.factorize(out["qid"], sort=True)[0]))
