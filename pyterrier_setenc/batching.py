@@ -1,6 +1,7 @@
 """Packing tokenized sequences for the encoder: all tokens of a batch in one packed tensor (no padding), sequences
-sorted by length and cut into buckets whose attention runs on a small padded layout, and each sequence's list
-partners for inter-passage attention."""
+sorted by length and cut into buckets (a token budget for the linear layers) and, inside a bucket, into groups of
+nearly equal length whose attention runs on a small padded layout; and each sequence's list for inter-passage
+attention."""
 
 from __future__ import annotations
 
@@ -9,33 +10,58 @@ from dataclasses import dataclass
 
 import torch
 
-DEFAULT_TOKEN_BUDGET = 8192  # tokens whose linear layers run at once
-DEFAULT_KEY_BUDGET = 65536  # sequences x keys (own tokens and list partners) in one attention call
+DEFAULT_TOKEN_BUDGET = 2048  # tokens whose linear layers run at once (buffers small enough for malloc to reuse)
+GROUP_FILL = 0.9  # a group's sequences are at least this fraction of its longest one (padding below ~11%)
+
+
+@dataclass
+class Group:
+    """Sequences ``seqs`` of nearly equal length, packed rows ``rows`` (relative to their bucket), whose own-token
+    attention runs on a (count, width) layout. ``mask`` marks the real tokens in that layout, ``index`` are their
+    positions and ``fill`` the padding slots; all three are None when every sequence has length ``width``."""
+
+    seqs: slice
+    rows: slice
+    width: int
+    mask: torch.Tensor | None = None
+    index: torch.Tensor | None = None
+    fill: torch.Tensor | None = None
+
+    @property
+    def count(self) -> int:
+        return self.seqs.stop - self.seqs.start
+
+    def to(self, device: torch.device) -> Group:
+        return Group(self.seqs, self.rows, self.width, *(_move(t, device) for t in (self.mask, self.index, self.fill)))
 
 
 @dataclass
 class Bucket:
-    """Sequences ``seqs`` (a range of sorted positions) whose tokens are packed rows ``rows``. ``pad_index`` places
-    the packed rows into a (c, L) layout with ``mask``; ``others`` (c, m) are the sorted positions of the partners
-    each sequence attends to and ``others_mask`` marks the real ones (False: padding or the sequence itself)."""
+    """Sequences ``seqs`` (a range of sorted positions) whose tokens are packed rows ``rows``, cut into ``groups``.
+    For inter-passage attention, ``keys`` are the sorted positions (ascending) of all sequences of the ``lists``
+    lists the bucket touches: each sequence attends to the interaction tokens of those in its own list, except its
+    own."""
 
     seqs: slice
     rows: slice
-    mask: torch.Tensor
-    pad_index: torch.Tensor
-    others: torch.Tensor | None = None
-    others_mask: torch.Tensor | None = None
+    groups: list[Group]
+    keys: torch.Tensor | None = None
+    lists: int = 0
 
     def to(self, device: torch.device) -> Bucket:
-        move = (lambda t: None if t is None else t.to(device, non_blocking=True))
-        return Bucket(self.seqs, self.rows, move(self.mask), move(self.pad_index), move(self.others),
-                      move(self.others_mask))
+        return Bucket(self.seqs, self.rows, [g.to(device) for g in self.groups], _move(self.keys, device),
+                      self.lists)
+
+
+def _move(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device, non_blocking=True)
 
 
 @dataclass
 class PackedBatch:
     """Tokens of ``size`` sequences packed in length order; ``order[j]`` is the batch position of the sequence
-    stored at sorted position ``j``; ``starts`` are the first rows of the sorted sequences."""
+    stored at sorted position ``j``; ``starts`` are the first rows of the sorted sequences, ``row_seq`` the sorted
+    position each row belongs to, and ``seq_list`` the list of each sorted sequence (None: pointwise)."""
 
     input_ids: torch.Tensor
     token_type_ids: torch.Tensor
@@ -43,18 +69,23 @@ class PackedBatch:
     starts: torch.Tensor
     order: torch.Tensor
     buckets: list[Bucket]
-    listwise: bool
+    row_seq: torch.Tensor
+    seq_list: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
         return len(self.order)
 
+    @property
+    def listwise(self) -> bool:
+        return self.seq_list is not None
+
     def to(self, device: torch.device) -> PackedBatch:
         if self.input_ids.device == torch.device(device):
             return self
-        return PackedBatch(self.input_ids.to(device), self.token_type_ids.to(device), self.position_ids.to(device),
-                           self.starts.to(device), self.order.to(device), [b.to(device) for b in self.buckets],
-                           self.listwise)
+        return PackedBatch(*(t.to(device) for t in (self.input_ids, self.token_type_ids, self.position_ids,
+                                                     self.starts, self.order)),
+                           [b.to(device) for b in self.buckets], self.row_seq.to(device), _move(self.seq_list, device))
 
 
 def group_batches(sizes: Sequence[int], batch_size: int) -> Iterator[list[int]]:
@@ -73,8 +104,7 @@ def group_batches(sizes: Sequence[int], batch_size: int) -> Iterator[list[int]]:
 
 
 def pack(input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[int]],
-         group_sizes: Sequence[int] | None, *, token_budget: int = DEFAULT_TOKEN_BUDGET,
-         key_budget: int = DEFAULT_KEY_BUDGET) -> PackedBatch:
+         group_sizes: Sequence[int] | None, *, token_budget: int = DEFAULT_TOKEN_BUDGET) -> PackedBatch:
     """Packs sequences given in group order (``group_sizes[g]`` consecutive sequences form list ``g``).
 
     With ``group_sizes`` every sequence gets its list partners (itself masked out); without, none (pointwise).
@@ -82,53 +112,55 @@ def pack(input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[i
     total = len(input_ids)
     lengths = [len(ids) for ids in input_ids]
     order = sorted(range(total), key=lambda i: -lengths[i])  # stable: ties keep input order
+    order_tensor = torch.tensor(order, dtype=torch.long)
     sorted_lengths = torch.tensor([lengths[i] for i in order], dtype=torch.long)
     starts = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), sorted_lengths[:-1]]), 0)
     flat_ids = torch.tensor([t for i in order for t in input_ids[i]], dtype=torch.long)
     flat_types = torch.tensor([t for i in order for t in token_type_ids[i]], dtype=torch.long)
-    positions = torch.arange(len(flat_ids)) - torch.repeat_interleave(starts, sorted_lengths)
+    row_seq = torch.repeat_interleave(torch.arange(total), sorted_lengths)
+    positions = torch.arange(len(flat_ids)) - starts[row_seq]
 
-    partners = None
+    seq_list = None
     if group_sizes is not None:
         if sum(group_sizes) != total:
             raise ValueError(f"group sizes add up to {sum(group_sizes)}, but there are {total} sequences")
-        sorted_position = torch.empty(total, dtype=torch.long)
-        sorted_position[torch.tensor(order, dtype=torch.long)] = torch.arange(total)
-        bounds = torch.cumsum(torch.tensor([0, *group_sizes]), 0).tolist()
-        members = [sorted_position[bounds[g]:bounds[g + 1]] for g in range(len(group_sizes))]
-        group_of = [g for g, size in enumerate(group_sizes) for _ in range(size)]
-        partners = [members[group_of[i]] for i in order]
+        list_of = torch.repeat_interleave(torch.arange(len(group_sizes)), torch.tensor(group_sizes, dtype=torch.long))
+        seq_list = list_of[order_tensor]
 
-    widths = [0] * total if partners is None else [len(p) for p in partners]
+    lengths_sorted = sorted_lengths.tolist()
     buckets = []
     first = 0
     while first < total:
-        longest, tokens, width, last = lengths[order[first]], 0, 0, first
-        while last < total:
-            tokens += lengths[order[last]]
-            width = max(width, widths[last])
-            if last > first and (tokens > token_budget or (last + 1 - first) * (longest + width) > key_budget):
-                break
+        last, tokens = first, 0
+        while last < total and (last == first or tokens + lengths_sorted[last] <= token_budget):
+            tokens += lengths_sorted[last]
             last += 1
-        buckets.append(_bucket(first, last, sorted_lengths, starts, partners))
+        keys, lists = None, 0
+        if seq_list is not None:
+            touched = torch.unique(seq_list[first:last])
+            keys, lists = torch.isin(seq_list, touched).nonzero().squeeze(1), len(touched)
+        groups = _groups(first, last, lengths_sorted, starts)
+        rows = slice(int(starts[first]), int(starts[first]) + tokens)
+        buckets.append(Bucket(slice(first, last), rows, groups, keys, lists))
         first = last
-    return PackedBatch(flat_ids, flat_types, positions, starts, torch.tensor(order, dtype=torch.long), buckets,
-                       partners is not None)
+    return PackedBatch(flat_ids, flat_types, positions, starts, order_tensor, buckets, row_seq, seq_list)
 
 
-def _bucket(first: int, last: int, lengths: torch.Tensor, starts: torch.Tensor, partners) -> Bucket:
-    seq_lengths = lengths[first:last]
-    width = int(seq_lengths.max())
-    mask = torch.arange(width)[None, :] < seq_lengths[:, None]
-    rows = slice(int(starts[first]), int(starts[first]) + int(seq_lengths.sum()))
-    bucket = Bucket(slice(first, last), rows, mask, mask.flatten().nonzero().squeeze(1))
-    if partners is not None:
-        mine = partners[first:last]
-        m = max(len(p) for p in mine)
-        others = torch.zeros((last - first, m), dtype=torch.long)
-        others_mask = torch.zeros((last - first, m), dtype=torch.bool)
-        for r, p in enumerate(mine):
-            others[r, :len(p)] = p
-            others_mask[r, :len(p)] = p != first + r
-        bucket.others, bucket.others_mask = others, others_mask
-    return bucket
+def _groups(first: int, last: int, lengths: list[int], starts: torch.Tensor) -> list[Group]:
+    """Cuts the sorted sequences ``first:last`` of a bucket into groups of nearly equal length."""
+    groups = []
+    base = int(starts[first])
+    start = first
+    while start < last:
+        width, end = lengths[start], start + 1
+        while end < last and lengths[end] >= GROUP_FILL * width:
+            end += 1
+        rows = slice(int(starts[start]) - base, int(starts[end - 1]) - base + lengths[end - 1])
+        group = Group(slice(start, end), rows, width)
+        real = torch.arange(width)[None, :] < torch.tensor(lengths[start:end])[:, None]
+        if not bool(real.all()):
+            group.mask, group.index, group.fill = real, real.flatten().nonzero().squeeze(1), \
+                (~real).flatten().nonzero().squeeze(1)
+        groups.append(group)
+        start = end
+    return groups

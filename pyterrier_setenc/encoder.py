@@ -2,9 +2,9 @@
 interaction-token states of the other passages of its list (inter-passage attention).
 
 Module and parameter names follow Hugging Face's ``BertModel``/``ElectraModel``, so their state dicts load as they
-are. Linear layers, layer norms and activations run on the packed tokens only, never on padding; attention runs per
-bucket of sequences of similar length in a small padded layout. Work goes bucket by bucket, which bounds memory
-for lists of any length."""
+are. Linear layers, layer norms and activations run on the packed tokens only, never on padding; attention
+(:mod:`.attention`) runs per group of sequences of nearly equal length in a small padded layout. Work goes bucket by
+bucket, which bounds memory for lists of any length."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import bucket_attention
 from .batching import Bucket, PackedBatch
 
 _ACTIVATIONS = {
@@ -46,38 +47,51 @@ class Embeddings(nn.Module):
         return self.LayerNorm(embedded)
 
 
+_FUSED = {"qkv": ("query", "key", "value"), "kv": ("key", "value")}  # projections computed in one product
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
         hidden = config["hidden_size"]
         self.num_heads = config["num_attention_heads"]
-        self.head_size = hidden // self.num_heads
         self.query = nn.Linear(hidden, hidden)
         self.key = nn.Linear(hidden, hidden)
         self.value = nn.Linear(hidden, hidden)
+        self.fused: nn.ModuleDict | None = None
 
-    def heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(c, L, H) to (c, heads, L, head size)."""
-        return x.unflatten(-1, (self.num_heads, self.head_size)).transpose(1, 2)
-
-    def forward(self, hidden: torch.Tensor, bucket: Bucket,
-                partners: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, bucket: Bucket, batch: PackedBatch,
+                partners: torch.Tensor | None = None) -> torch.Tensor:
         """Attention of packed rows ``hidden`` (T, H) of one bucket; ``partners`` are the keys and values of all
-        interaction tokens of the batch (N, H), of which each sequence sees those of its list partners."""
-        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
-        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
-        qkv = F.linear(hidden, weight, bias)
-        count, width = bucket.mask.shape
-        padded = qkv.new_zeros(count * width, qkv.shape[-1]).index_copy_(0, bucket.pad_index, qkv)
-        query, key, value = padded.view(count, width, -1).chunk(3, dim=-1)
-        mask = bucket.mask
-        if partners is not None:
-            key = torch.cat([key, partners[0][bucket.others]], dim=1)
-            value = torch.cat([value, partners[1][bucket.others]], dim=1)
-            mask = torch.cat([mask, bucket.others_mask], dim=1)
-        context = F.scaled_dot_product_attention(self.heads(query), self.heads(key), self.heads(value),
-                                                 attn_mask=mask[:, None, None, :])
-        return context.transpose(1, 2).reshape(count * width, -1).index_select(0, bucket.pad_index)
+        interaction tokens of the batch (N, 2H), of which each sequence sees those of its list partners."""
+        qkv = self._project(hidden, "qkv")
+        return bucket_attention(qkv, bucket, batch, self.num_heads, partners)
+
+    def partner_keys_values(self, states: torch.Tensor) -> torch.Tensor:
+        """Keys and values (N, 2H) of the interaction-token states (N, H)."""
+        return self._project(states, "kv")
+
+    def _project(self, x: torch.Tensor, which: str) -> torch.Tensor:
+        """One matrix product for several of the projections (their weights concatenated)."""
+        if self.fused is not None:
+            return self.fused[which](x)
+        parts = [getattr(self, name) for name in _FUSED[which]]
+        return F.linear(x, torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts]))
+
+    def fuse(self) -> None:
+        """Replaces ``query``, ``key`` and ``value`` by fused linear layers ``fused["qkv"]`` and ``fused["kv"]``, e.g.
+        before quantization; the weights then no longer load or save under their Hugging Face names."""
+        fused = nn.ModuleDict()
+        for which, names in _FUSED.items():
+            parts = [getattr(self, name) for name in names]
+            linear = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts),
+                               device=parts[0].weight.device, dtype=parts[0].weight.dtype)
+            with torch.no_grad():
+                linear.weight.copy_(torch.cat([p.weight for p in parts]))
+                linear.bias.copy_(torch.cat([p.bias for p in parts]))
+            fused[which] = linear
+        del self.query, self.key, self.value
+        self.fused = fused
 
 
 class DenseLayerNorm(nn.Module):
@@ -116,9 +130,9 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = DenseLayerNorm(config, config["intermediate_size"])
 
-    def forward(self, hidden: torch.Tensor, bucket: Bucket,
-                partners: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        attended = self.attention.output(self.attention.self(hidden, bucket, partners), hidden)
+    def forward(self, hidden: torch.Tensor, bucket: Bucket, batch: PackedBatch,
+                partners: torch.Tensor | None = None) -> torch.Tensor:
+        attended = self.attention.output(self.attention.self(hidden, bucket, batch, partners), hidden)
         return self.output(self.intermediate(attended), attended)
 
 
@@ -160,16 +174,14 @@ class Backbone(nn.Module):
         for layer in self.encoder.layer:
             partners = None
             if interaction_rows is not None:  # the states all buckets see, taken before any bucket changes
-                attention = layer.attention.self
-                states = hidden[interaction_rows]
-                partners = (attention.key(states), attention.value(states))
+                partners = layer.attention.self.partner_keys_values(hidden[interaction_rows])
             hidden = self._layer(layer, hidden, batch, partners)
         return hidden
 
     @staticmethod
     def _layer(layer: Layer, hidden: torch.Tensor, batch: PackedBatch, partners) -> torch.Tensor:
         if torch.is_grad_enabled():  # out of place, for autograd
-            return torch.cat([layer(hidden[b.rows], b, partners) for b in batch.buckets])
+            return torch.cat([layer(hidden[b.rows], b, batch, partners) for b in batch.buckets])
         for bucket in batch.buckets:  # in place: memory stays one copy of the hidden states
-            hidden[bucket.rows] = layer(hidden[bucket.rows], bucket, partners)
+            hidden[bucket.rows] = layer(hidden[bucket.rows], bucket, batch, partners)
         return hidden

@@ -11,6 +11,7 @@ import pyterrier as pt
 import torch
 
 from .model import CrossEncoder
+from .numerics import quantize_int8
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -51,6 +52,8 @@ def _is_text(value) -> bool:
 class CrossEncoderReRanker(pt.Transformer):
     """Base of the suite's re-rankers: scores a result frame's passages and ranks them per query.
 
+    ``dtype`` sets the numerics of the whole model (float32 unless given); ``int8=True`` quantizes the encoder's
+    linear layers to int8 with dynamic activation quantization (CPU only, see :mod:`pyterrier_setenc.numerics`).
     Subclasses say how queries are batched (:meth:`batches`) and which checkpoint kinds they accept.
     """
 
@@ -59,7 +62,7 @@ class CrossEncoderReRanker(pt.Transformer):
 
     def __init__(self, model: str | os.PathLike | CrossEncoder, *, text_field: str = "text", batch_size: int = 128,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                 verbose: bool = False, max_length: int | None = None):
+                 verbose: bool = False, max_length: int | None = None, int8: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if not isinstance(model, CrossEncoder):
@@ -69,6 +72,8 @@ class CrossEncoderReRanker(pt.Transformer):
         self.device = resolve_device(device)
         self.dtype = dtype or torch.float32
         self.model = model.to(device=self.device, dtype=self.dtype)
+        if int8:
+            quantize_int8(self.model)
         self.text_field = text_field
         self.batch_size = batch_size
         self.verbose = verbose

@@ -161,10 +161,8 @@ def _layer_step(layer: nn.Module, hidden: torch.Tensor, batch: PackedBatch,
                 interaction_rows: torch.Tensor | None) -> torch.Tensor:
     partners = None
     if interaction_rows is not None:
-        attention = layer.attention.self
-        states = hidden[interaction_rows]
-        partners = (attention.key(states), attention.value(states))
-    return torch.cat([layer(hidden[b.rows], b, partners) for b in batch.buckets])
+        partners = layer.attention.self.partner_keys_values(hidden[interaction_rows])
+    return torch.cat([layer(hidden[b.rows], b, batch, partners) for b in batch.buckets])
 
 
 def score(model: CrossEncoder, batch: PackedBatch, gradient_checkpointing: bool = False) -> torch.Tensor:

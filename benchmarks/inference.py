@@ -1,0 +1,249 @@
+"""Inference speed and memory, side by side in one run: this package's Set-Encoder, the same backbone as a pointwise
+cross-encoder (mono), and lightning-ir 0.0.6, on TREC DL 2019 BM25 top-100 lists with a random-weight Set-Encoder
+of ELECTRA-base dimensions (query length 32, passage length 256).
+
+    python -m benchmarks.inference --data-dir ../shared/data --reference-python /path/to/refvenv/bin/python
+
+Every timed run is a process of its own (:mod:`benchmarks.worker`, :mod:`benchmarks.lightning_ir_worker`), so
+peak memory is per run. Printed: seconds per query, passages/s, the FLOP rate on real tokens next to the matrix
+product rate measured in the same process, peak memory, the agreement of the scores with lightning-ir's, int8
+(and optionally bf16) numerics against float32, and a scaling table over list lengths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.checkpoint import electra_base_set_encoder
+from benchmarks.flops import model_flops
+
+RERANK = Path("trec-dl-2019") / "bm25-top100.rerank.jsonl.gz"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_worker(command: list[str], checkpoint: Path, queries: list[str], lists: list[list[str]],
+               workdir: Path) -> dict:
+    """Runs one timed worker process on the lists and returns its JSON report."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        data, out = Path(tmp) / "lists.json", Path(tmp) / "out.json"
+        data.write_text(json.dumps({"queries": queries, "lists": lists}), encoding="utf-8")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+        result = subprocess.run([*command, str(checkpoint), str(data), str(out)], cwd=REPO, env=env,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+        return json.loads(out.read_text(encoding="utf-8"))
+
+
+def max_difference(a: list[list[float]], b: list[list[float]]) -> float:
+    return max(abs(x - y) for sa, sb in zip(a, b) for x, y in zip(sa, sb))
+
+
+def mean_kendall_tau(a: list[list[float]], b: list[list[float]]) -> float:
+    from scipy.stats import kendalltau
+
+    return statistics.fmean(kendalltau(sa, sb)[0] for sa, sb in zip(a, b))
+
+
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    print(f"\n{title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
+@dataclass
+class Bench:
+    """What every section shares: the checkpoint, the DL19 lists, how to start the workers, the figures so far."""
+
+    checkpoint: Path
+    workdir: Path
+    threads: int
+    reference_python: str | None
+    queries: dict[str, str]
+    ranked: dict[str, list[str]]
+    texts: dict[str, str]
+    qids: list[str]
+    results: dict = field(default_factory=dict)
+    _models: dict = field(default_factory=dict)
+
+    @property
+    def query_texts(self) -> list[str]:
+        return [self.queries[q] for q in self.qids]
+
+    @property
+    def lists(self) -> list[list[str]]:
+        return [[self.texts[d] for d in self.ranked[q]] for q in self.qids]
+
+    def ours(self, system: str, *options: str) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.worker", "--threads", str(self.threads), "--system", system,
+                *options]
+
+    def reference(self) -> list[str] | None:
+        if not self.reference_python:
+            return None
+        return [self.reference_python, str(REPO / "benchmarks" / "lightning_ir_worker.py"), "--threads",
+                str(self.threads)]
+
+    def model_facts(self, model: Path) -> tuple:
+        """The model's tokenizer and configuration, read once."""
+        if model not in self._models:
+            from pyterrier_setenc.model import CrossEncoder
+
+            self._models[model] = (CrossEncoder.from_pretrained(model).tokenizer,
+                                   json.loads((model / "config.json").read_text(encoding="utf-8")))
+        return self._models[model]
+
+    def lengths(self, model: Path, query: str, docs: list[str]) -> list[int]:
+        """Token counts of the pairs, with the model's own tokenizer."""
+        return [len(ids) for ids in self.model_facts(model)[0]([query] * len(docs), docs).input_ids]
+
+    def timed(self, name: str, command: list[str], listwise: bool, model: Path | None = None) -> dict:
+        """Times ``command`` on the DL19 lists; seconds, rates, memory and scores."""
+        model = model or self.checkpoint
+        print(f"timing {name} on {len(self.qids)} queries ...", file=sys.stderr, flush=True)
+        report = run_worker(command, model, self.query_texts, self.lists, self.workdir)
+        config = self.model_facts(model)[1]
+        flops = sum(model_flops(config, self.lengths(model, q, docs), listwise)
+                    for q, docs in zip(self.query_texts, self.lists))
+        total = sum(report["seconds"])
+        rate = flops / total / 1e9
+        self.results[name] = {
+            "s_per_query": total / len(self.qids), "passages_per_s": sum(map(len, self.lists)) / total,
+            "gflops": rate, "matmul_gflops": report["matmul_gflops"], "matmul_share": rate / report["matmul_gflops"],
+            "peak_rss_gib": report["peak_rss_gib"], "rss_loaded_gib": report["rss_loaded_gib"],
+            "scores": report["scores"]}
+        return self.results[name]
+
+
+def compare_systems(bench: Bench) -> None:
+    """Ours (Set-Encoder), ours (mono, same backbone), lightning-ir: speed, FLOP rate, memory, agreement."""
+    systems = {"set-encoder (ours)": bench.timed("set-encoder (ours)", bench.ours("set-encoder"), True),
+               "mono (ours, same backbone)": bench.timed("mono (ours, same backbone)", bench.ours("mono"), False)}
+    reference = bench.reference()
+    if reference:
+        systems["set-encoder (lightning-ir 0.0.6)"] = bench.timed("set-encoder (lightning-ir 0.0.6)", reference, True)
+    ours, mono = systems["set-encoder (ours)"], systems["mono (ours, same backbone)"]
+    rows = []
+    for name, figures in systems.items():
+        agreement = "" if not reference or name != "set-encoder (ours)" else \
+            f"{max_difference(figures['scores'], systems['set-encoder (lightning-ir 0.0.6)']['scores']):.1e}"
+        rows.append([name, f"{figures['s_per_query']:.2f}", f"{figures['passages_per_s']:.2f}",
+                     f"{figures['gflops']:.0f}", f"{figures['matmul_gflops']:.0f}",
+                     f"{100 * figures['matmul_share']:.0f}%", f"{figures['peak_rss_gib']:.2f}", agreement])
+    passages = sum(map(len, bench.lists))
+    print_table(f"DL19 BM25 top-100, first {len(bench.qids)} queries ({passages} passages), ELECTRA-base "
+                f"dimensions, {bench.threads} threads, float32",
+                ["system", "s/query", "passages/s", "GFLOP/s on real tokens", "matmul GFLOP/s (same process)",
+                 "share of matmul", "peak RSS GiB", "max |score diff| vs lightning-ir"], rows)
+    print(f"\nSet-Encoder time / mono time: {ours['s_per_query'] / mono['s_per_query']:.3f}")
+    if reference:
+        ratio = ours["passages_per_s"] / systems["set-encoder (lightning-ir 0.0.6)"]["passages_per_s"]
+        print(f"Set-Encoder passages/s, ours / lightning-ir: {ratio:.2f}")
+
+
+def compare_numerics(bench: Bench, kinds: list[str], model: Path | None) -> None:
+    """int8 / bf16 against float32 on the same lists: speed-up, largest score difference, Kendall tau."""
+    model = model or bench.checkpoint
+    baseline = bench.results.get("set-encoder (ours)") if model == bench.checkpoint else None
+    baseline = baseline or bench.timed("numerics model, float32", bench.ours("set-encoder"), True, model)
+    rows = []
+    for kind in kinds:
+        figures = bench.timed(f"numerics model, {kind}", bench.ours("set-encoder", f"--{kind}"), True, model)
+        rows.append([kind, f"{figures['s_per_query']:.2f}", f"{baseline['s_per_query'] / figures['s_per_query']:.2f}x",
+                     f"{max_difference(figures['scores'], baseline['scores']):.3g}",
+                     f"{mean_kendall_tau(figures['scores'], baseline['scores']):.4f}"])
+    spread = statistics.fmean(statistics.pstdev(scores) for scores in baseline["scores"])
+    print_table(f"Faster numerics against float32 ({model.name}, Set-Encoder, first {len(bench.qids)} queries; "
+                f"float32 s/query {baseline['s_per_query']:.2f}; the float32 scores of a list have a standard "
+                f"deviation of {spread:.3g} on average)",
+                ["numerics", "s/query", "speed-up vs float32", "max |score diff|", "mean Kendall tau"], rows)
+
+
+def scaling(bench: Bench, sizes: list[int], full_length: bool) -> None:
+    """One list of n passages (the first query's candidates, then other queries' ones): seconds and peak memory."""
+    docnos = list(dict.fromkeys(d for q in [bench.qids[0], *bench.ranked] for d in bench.ranked[q]))
+    pool = [bench.texts[d] for d in docnos]
+    sets = [(str(n), pool[:n]) for n in sizes]
+    if full_length:  # four passages joined, so that each is cut at the passage length (256 tokens)
+        sets.append(("1000 x 256 tokens", [" ".join(pool[i:i + 4]) for i in range(0, 4000, 4)]))
+    if max(len(docs) for _, docs in sets) > len(pool):
+        raise ValueError(f"only {len(pool)} distinct passages in the lists")
+    query = bench.query_texts[0]
+    rows = []
+    for label, docs in sets:
+        row = [label]
+        for system, command in (("set-encoder", bench.ours("set-encoder")), ("mono", bench.ours("mono")),
+                                ("lightning-ir", bench.reference())):
+            if command is None or (system == "lightning-ir" and len(docs) > 100) or \
+                    (system == "mono" and label.endswith("tokens")):
+                row += ["", ""]
+                continue
+            print(f"timing {system} on one list of {label} passages ...", file=sys.stderr, flush=True)
+            report = run_worker(command, bench.checkpoint, [query], [docs], bench.workdir)
+            bench.results.setdefault("scaling", []).append({
+                "list": label, "system": system, "tokens": sum(bench.lengths(bench.checkpoint, query, docs)),
+                "seconds": report["seconds"][0], "peak_rss_gib": report["peak_rss_gib"],
+                "rss_loaded_gib": report["rss_loaded_gib"]})
+            row += [f"{report['seconds'][0]:.2f}",
+                    f"{report['peak_rss_gib']:.2f} (+{report['peak_rss_gib'] - report['rss_loaded_gib']:.2f})"]
+        rows.append(row)
+    print_table("One list of n passages (DL19 passages; query of the first topic): seconds, peak RSS GiB while "
+                "scoring (+ above the loaded model)",
+                ["n", "set-encoder s", "set-encoder RSS", "mono s", "mono RSS", "lightning-ir s", "lightning-ir RSS"],
+                rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path,
+                        default=Path(os.environ.get("SETENC_DATA_DIR", REPO.parent / "shared" / "data")))
+    parser.add_argument("--queries", type=int, default=5, help="DL19 queries timed per system (default 5)")
+    parser.add_argument("--reference-python", default=os.environ.get("SETENC_REFERENCE_PYTHON"),
+                        help="a Python with lightning-ir 0.0.6; without it the reference is left out")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pyterrier-setenc-bench",
+                        help="where the random checkpoint is built once and kept")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sections", default="systems,numerics,scaling",
+                        help="which of systems, numerics, scaling to run (comma-separated)")
+    parser.add_argument("--numerics", default="int8", help="comma-separated of int8 and bf16")
+    parser.add_argument("--numerics-model", type=Path, default=None,
+                        help="a Set-Encoder checkpoint folder for the numerics section (default: the random one; "
+                             "a trained model has a score spread like the published ones)")
+    parser.add_argument("--scaling", default="10,100,1000", help="list lengths of the scaling section")
+    parser.add_argument("--full-length", action="store_true",
+                        help="scaling also on one set of 1,000 passages cut at 256 tokens each (about 10 minutes)")
+    parser.add_argument("--out", type=Path, help="also write all figures as JSON")
+    args = parser.parse_args(argv)
+
+    from training.data import read_candidates
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    queries, ranked, texts = read_candidates(args.data_dir / RERANK)
+    bench = Bench(electra_base_set_encoder(args.workdir), args.workdir, args.threads, args.reference_python,
+                  queries, ranked, texts, list(queries)[:args.queries])
+    bench.results.update(checkpoint=str(bench.checkpoint), qids=bench.qids, threads=args.threads)
+    sections = set(args.sections.split(","))
+    if "systems" in sections:
+        compare_systems(bench)
+    if "numerics" in sections:
+        compare_numerics(bench, args.numerics.split(","), args.numerics_model)
+    if "scaling" in sections:
+        scaling(bench, [int(n) for n in args.scaling.split(",") if n], args.full_length)
+    if args.out:
+        from pyterrier_setenc.atomic import atomic_write
+
+        atomic_write(args.out, lambda file: json.dump(bench.results, file, indent=1))
+
+
+if __name__ == "__main__":
+    main()
