@@ -84,9 +84,8 @@ class Bench:
     def lists(self) -> list[list[str]]:
         return [[self.texts[d] for d in self.ranked[q]] for q in self.qids]
 
-    def ours(self, system: str, *options: str) -> list[str]:
-        return [sys.executable, "-m", "benchmarks.worker", "--threads", str(self.threads), "--system", system,
-                *options]
+    def ours(self, systems: str) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.worker", "--threads", str(self.threads), "--systems", systems]
 
     def reference(self) -> list[str] | None:
         if not self.reference_python:
@@ -107,70 +106,76 @@ class Bench:
         """Token counts of the pairs, with the model's own tokenizer."""
         return [len(ids) for ids in self.model_facts(model)[0]([query] * len(docs), docs).input_ids]
 
-    def timed(self, name: str, command: list[str], listwise: bool, model: Path | None = None) -> dict:
-        """Times ``command`` on the DL19 lists; seconds, rates, memory and scores."""
+    def timed(self, command: list[str], names: dict[str, str], model: Path | None = None) -> dict[str, dict]:
+        """Times ``command`` on the DL19 lists; ``names`` maps the worker's systems to row names. Seconds, rates,
+        memory and scores per row."""
         model = model or self.checkpoint
-        print(f"timing {name} on {len(self.qids)} queries ...", file=sys.stderr, flush=True)
+        print(f"timing {', '.join(names.values())} on {len(self.qids)} queries ...", file=sys.stderr, flush=True)
         report = run_worker(command, model, self.query_texts, self.lists, self.workdir)
         config = self.model_facts(model)[1]
-        flops = sum(model_flops(config, self.lengths(model, q, docs), listwise)
-                    for q, docs in zip(self.query_texts, self.lists))
-        total = sum(report["seconds"])
-        rate = flops / total / 1e9
-        self.results[name] = {
-            "s_per_query": total / len(self.qids), "passages_per_s": sum(map(len, self.lists)) / total,
-            "gflops": rate, "matmul_gflops": report["matmul_gflops"], "matmul_share": rate / report["matmul_gflops"],
-            "peak_rss_gib": report["peak_rss_gib"], "rss_loaded_gib": report["rss_loaded_gib"],
-            "scores": report["scores"]}
-        return self.results[name]
+        for system, name in names.items():
+            run = report["runs"][system]
+            flops = sum(model_flops(config, self.lengths(model, q, docs), system != "mono")
+                        for q, docs in zip(self.query_texts, self.lists))
+            total = sum(run["seconds"])
+            rate = flops / total / 1e9
+            self.results[name] = {
+                "s_per_query": total / len(self.qids), "passages_per_s": sum(map(len, self.lists)) / total,
+                "gflops": rate, "matmul_gflops": report["matmul_gflops"],
+                "matmul_share": rate / report["matmul_gflops"], "peak_rss_gib": report["peak_rss_gib"],
+                "rss_loaded_gib": report["rss_loaded_gib"], "scores": run["scores"]}
+        return {name: self.results[name] for name in names.values()}
+
+
+OURS, MONO, REFERENCE = "set-encoder (ours)", "mono (ours, same backbone)", "set-encoder (lightning-ir 0.0.6)"
 
 
 def compare_systems(bench: Bench) -> None:
-    """Ours (Set-Encoder), ours (mono, same backbone), lightning-ir: speed, FLOP rate, memory, agreement."""
-    systems = {"set-encoder (ours)": bench.timed("set-encoder (ours)", bench.ours("set-encoder"), True),
-               "mono (ours, same backbone)": bench.timed("mono (ours, same backbone)", bench.ours("mono"), False)}
+    """Ours (Set-Encoder) and ours (mono, same backbone), interleaved in one process, then lightning-ir: speed, FLOP
+    rate, memory, agreement."""
+    systems = bench.timed(bench.ours("set-encoder,mono"), {"set-encoder": OURS, "mono": MONO})
     reference = bench.reference()
     if reference:
-        systems["set-encoder (lightning-ir 0.0.6)"] = bench.timed("set-encoder (lightning-ir 0.0.6)", reference, True)
-    ours, mono = systems["set-encoder (ours)"], systems["mono (ours, same backbone)"]
+        systems.update(bench.timed(reference, {"lightning-ir": REFERENCE}))
     rows = []
     for name, figures in systems.items():
-        agreement = "" if not reference or name != "set-encoder (ours)" else \
-            f"{max_difference(figures['scores'], systems['set-encoder (lightning-ir 0.0.6)']['scores']):.1e}"
+        agreement = "" if not reference or name != OURS else \
+            f"{max_difference(figures['scores'], systems[REFERENCE]['scores']):.1e}"
         rows.append([name, f"{figures['s_per_query']:.2f}", f"{figures['passages_per_s']:.2f}",
                      f"{figures['gflops']:.0f}", f"{figures['matmul_gflops']:.0f}",
                      f"{100 * figures['matmul_share']:.0f}%", f"{figures['peak_rss_gib']:.2f}", agreement])
     passages = sum(map(len, bench.lists))
     print_table(f"DL19 BM25 top-100, first {len(bench.qids)} queries ({passages} passages), ELECTRA-base "
-                f"dimensions, {bench.threads} threads, float32",
+                f"dimensions, {bench.threads} threads, float32 (ours: both systems in one process, interleaved)",
                 ["system", "s/query", "passages/s", "GFLOP/s on real tokens", "matmul GFLOP/s (same process)",
                  "share of matmul", "peak RSS GiB", "max |score diff| vs lightning-ir"], rows)
-    print(f"\nSet-Encoder time / mono time: {ours['s_per_query'] / mono['s_per_query']:.3f}")
+    print(f"\nSet-Encoder time / mono time: {systems[OURS]['s_per_query'] / systems[MONO]['s_per_query']:.3f}")
     if reference:
-        ratio = ours["passages_per_s"] / systems["set-encoder (lightning-ir 0.0.6)"]["passages_per_s"]
+        ratio = systems[OURS]["passages_per_s"] / systems[REFERENCE]["passages_per_s"]
         print(f"Set-Encoder passages/s, ours / lightning-ir: {ratio:.2f}")
 
 
 def compare_numerics(bench: Bench, kinds: list[str], model: Path | None) -> None:
-    """int8 / bf16 against float32 on the same lists: speed-up, largest score difference, Kendall tau."""
+    """int8 / bf16 against float32 on the same lists, interleaved in one process: speed-up, largest score
+    difference, Kendall tau of the rankings."""
     model = model or bench.checkpoint
-    baseline = bench.results.get("set-encoder (ours)") if model == bench.checkpoint else None
-    baseline = baseline or bench.timed("numerics model, float32", bench.ours("set-encoder"), True, model)
-    rows = []
-    for kind in kinds:
-        figures = bench.timed(f"numerics model, {kind}", bench.ours("set-encoder", f"--{kind}"), True, model)
-        rows.append([kind, f"{figures['s_per_query']:.2f}", f"{baseline['s_per_query'] / figures['s_per_query']:.2f}x",
-                     f"{max_difference(figures['scores'], baseline['scores']):.3g}",
-                     f"{mean_kendall_tau(figures['scores'], baseline['scores']):.4f}"])
+    names = {"set-encoder": "numerics: float32", **{f"set-encoder-{kind}": f"numerics: {kind}" for kind in kinds}}
+    figures = bench.timed(bench.ours(",".join(names)), names, model)
+    baseline = figures.pop("numerics: float32")
+    rows = [[name.removeprefix("numerics: "), f"{run['s_per_query']:.2f}",
+             f"{baseline['s_per_query'] / run['s_per_query']:.2f}x",
+             f"{max_difference(run['scores'], baseline['scores']):.3g}",
+             f"{mean_kendall_tau(run['scores'], baseline['scores']):.4f}"] for name, run in figures.items()]
     spread = statistics.fmean(statistics.pstdev(scores) for scores in baseline["scores"])
-    print_table(f"Faster numerics against float32 ({model.name}, Set-Encoder, first {len(bench.qids)} queries; "
-                f"float32 s/query {baseline['s_per_query']:.2f}; the float32 scores of a list have a standard "
-                f"deviation of {spread:.3g} on average)",
+    print_table(f"Faster numerics against float32 ({model.name}, Set-Encoder, first {len(bench.qids)} queries, "
+                f"interleaved in one process; float32 s/query {baseline['s_per_query']:.2f}; the float32 scores of "
+                f"a list have a standard deviation of {spread:.3g} on average)",
                 ["numerics", "s/query", "speed-up vs float32", "max |score diff|", "mean Kendall tau"], rows)
 
 
 def scaling(bench: Bench, sizes: list[int], full_length: bool) -> None:
-    """One list of n passages (the first query's candidates, then other queries' ones): seconds and peak memory."""
+    """One list of n passages (the first query's candidates, then other queries' ones), each system in a process of
+    its own: seconds and peak memory."""
     docnos = list(dict.fromkeys(d for q in [bench.qids[0], *bench.ranked] for d in bench.ranked[q]))
     pool = [bench.texts[d] for d in docnos]
     sets = [(str(n), pool[:n]) for n in sizes]
@@ -190,11 +195,12 @@ def scaling(bench: Bench, sizes: list[int], full_length: bool) -> None:
                 continue
             print(f"timing {system} on one list of {label} passages ...", file=sys.stderr, flush=True)
             report = run_worker(command, bench.checkpoint, [query], [docs], bench.workdir)
+            seconds = report["runs"][system]["seconds"][0]
             bench.results.setdefault("scaling", []).append({
                 "list": label, "system": system, "tokens": sum(bench.lengths(bench.checkpoint, query, docs)),
-                "seconds": report["seconds"][0], "peak_rss_gib": report["peak_rss_gib"],
+                "seconds": seconds, "peak_rss_gib": report["peak_rss_gib"],
                 "rss_loaded_gib": report["rss_loaded_gib"]})
-            row += [f"{report['seconds'][0]:.2f}",
+            row += [f"{seconds:.2f}",
                     f"{report['peak_rss_gib']:.2f} (+{report['peak_rss_gib'] - report['rss_loaded_gib']:.2f})"]
         rows.append(row)
     print_table("One list of n passages (DL19 passages; query of the first topic): seconds, peak RSS GiB while "

@@ -1,11 +1,13 @@
-"""One timed run in a process of its own, so that its peak memory is its own: loads a checkpoint, scores lists given
-in a JSON file, writes per-list seconds, scores and memory to a JSON file.
+"""Timed runs in a process of their own, so that the peak memory is theirs: loads a checkpoint, scores lists given in
+a JSON file with one or more systems, writes per-list seconds, scores and memory to a JSON file.
 
-    python -m benchmarks.worker CHECKPOINT LISTS.json OUT.json --system set-encoder|mono [--int8 | --bf16] \\
+    python -m benchmarks.worker CHECKPOINT LISTS.json OUT.json --systems set-encoder,mono,set-encoder-int8 \\
         [--threads 2]
 
-``--system mono`` runs the same checkpoint without inter-passage attention: the same backbone and the same tokens,
-each passage scored on its own. This module also runs under lightning-ir's Python (see
+Systems: ``set-encoder``; ``mono``, the same checkpoint without inter-passage attention (the same backbone and the
+same tokens, each passage scored on its own); ``set-encoder-int8`` and ``set-encoder-bf16``, the Set-Encoder with
+int8 dynamic quantization or in bfloat16. Several systems are timed interleaved, list by list (alternating which
+goes first), so that the machine's drift hits them alike. This module also runs under lightning-ir's Python (see
 :mod:`benchmarks.lightning_ir_worker`) for its helpers, so it imports the package only in :func:`main`.
 """
 
@@ -16,6 +18,10 @@ import json
 import os
 import resource
 import time
+from collections.abc import Callable
+
+SYSTEMS = ("set-encoder", "mono", "set-encoder-int8", "set-encoder-bf16")
+Scorer = Callable[[str, list[str]], list[float]]
 
 
 def rss_gib() -> float:
@@ -60,23 +66,36 @@ def matmul_gflops(torch, threads: int, rows: int = 2048, repeats: int = 10) -> f
     return 2 * rows * 768 * 3072 / best / 1e9
 
 
-def write_json(path: str, payload: dict) -> None:
-    temporary = f"{path}.tmp{os.getpid()}"
+def timed_runs(scorers: dict[str, Scorer], queries: list[str], lists: list[list[str]]) -> dict[str, dict]:
+    """Seconds and scores per list and system, the systems interleaved list by list. A short list first warms up
+    each system (allocations, thread pool), untimed."""
+    runs = {name: {"seconds": [], "scores": []} for name in scorers}
+    for score in scorers.values():
+        score(queries[0], lists[0][:10])
+    for number, (query, passages) in enumerate(zip(queries, lists)):
+        names = list(scorers) if number % 2 == 0 else list(reversed(scorers))
+        for name in names:
+            start = time.perf_counter()
+            runs[name]["scores"].append(scorers[name](query, passages))
+            runs[name]["seconds"].append(time.perf_counter() - start)
+    return runs
+
+
+def measure(torch, threads: int, scorers: dict[str, Scorer], lists_file: str, out: str) -> None:
+    """Times the scorers on the lists of ``lists_file`` and writes the report to ``out`` (atomically)."""
+    with open(lists_file, encoding="utf-8") as file:
+        data = json.load(file)
+    loaded = rss_gib()
+    reset_peak_rss()
+    rate_before = matmul_gflops(torch, threads)
+    runs = timed_runs(scorers, data["queries"], data["lists"])
+    rate_after = matmul_gflops(torch, threads)
+    report = {"runs": runs, "rss_loaded_gib": loaded, "peak_rss_gib": peak_rss_gib(),
+              "matmul_gflops": (rate_before + rate_after) / 2}
+    temporary = f"{out}.tmp{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as file:
-        json.dump(payload, file)
-    os.replace(temporary, path)
-
-
-def timed_runs(score, queries: list[str], lists: list[list[str]]) -> tuple[list[float], list[list[float]]]:
-    """Seconds and scores per list; ``score(query, passages)`` returns a list of floats. A short list first warms
-    up the process (allocations, thread pool), untimed."""
-    score(queries[0], lists[0][:10])
-    seconds, scores = [], []
-    for query, passages in zip(queries, lists):
-        start = time.perf_counter()
-        scores.append(score(query, passages))
-        seconds.append(time.perf_counter() - start)
-    return seconds, scores
+        json.dump(report, file)
+    os.replace(temporary, out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,12 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("lists", help="JSON file {'queries': [...], 'lists': [[passage, ...], ...]}")
     parser.add_argument("out")
-    parser.add_argument("--system", choices=("set-encoder", "mono"), default="set-encoder")
-    numerics = parser.add_mutually_exclusive_group()
-    numerics.add_argument("--int8", action="store_true", help="int8 dynamic quantization of the linear layers")
-    numerics.add_argument("--bf16", action="store_true", help="the whole model in bfloat16")
+    parser.add_argument("--systems", default="set-encoder", help=f"comma-separated of {', '.join(SYSTEMS)}")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    systems = args.systems.split(",")
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        parser.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
 
     import torch
 
@@ -97,26 +117,29 @@ def main(argv: list[str] | None = None) -> None:
     from pyterrier_setenc.numerics import quantize_int8
 
     torch.set_num_threads(args.threads)
-    with open(args.lists, encoding="utf-8") as file:
-        data = json.load(file)
-    model = CrossEncoder.from_pretrained(args.checkpoint)
-    if args.system == "mono":
-        model.listwise = False
-    if args.bf16:
-        model.to(torch.bfloat16)
-    if args.int8:
-        quantize_int8(model)
-    loaded = rss_gib()
-    reset_peak_rss()
+    models: dict[str, CrossEncoder] = {}
 
-    def score(query: str, passages: list[str]) -> list[float]:
-        return model.score_lists([query], [passages])[0].tolist()
+    def model_for(system: str) -> CrossEncoder:
+        numerics = system.removeprefix("set-encoder").removeprefix("-") if system != "mono" else ""
+        if numerics not in models:
+            model = CrossEncoder.from_pretrained(args.checkpoint)
+            if numerics == "bf16":
+                model.to(torch.bfloat16)
+            elif numerics == "int8":
+                quantize_int8(model)
+            models[numerics] = model
+        return models[numerics]
 
-    rate_before = matmul_gflops(torch, args.threads)
-    seconds, scores = timed_runs(score, data["queries"], data["lists"])
-    rate_after = matmul_gflops(torch, args.threads)
-    write_json(args.out, {"seconds": seconds, "scores": scores, "rss_loaded_gib": loaded,
-                          "peak_rss_gib": peak_rss_gib(), "matmul_gflops": (rate_before + rate_after) / 2})
+    def scorer(system: str) -> Scorer:
+        model = model_for(system)
+
+        def score(query: str, passages: list[str]) -> list[float]:
+            model.listwise = system != "mono"  # mono shares the float32 model of set-encoder
+            return model.score_lists([query], [passages])[0].tolist()
+
+        return score
+
+    measure(torch, args.threads, {system: scorer(system) for system in systems}, args.lists, args.out)
 
 
 if __name__ == "__main__":

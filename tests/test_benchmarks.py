@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from benchmarks.flops import model_flops
@@ -23,18 +22,19 @@ def test_flops_by_hand():
     assert model_flops(config, [3, 2], listwise=False) == 2 * (5 * 256 + 16 * 3 * 3 + 16 * 2 * 2)
 
 
-@pytest.mark.parametrize("system", ["set-encoder", "mono"])
-def test_worker_scores_equal_in_process_scores(tmp_path, dl19, system):
-    frame = dl19[dl19["qid"] == dl19["qid"].iloc[0]]
-    query, docs = frame["query"].iloc[0], frame["text"].tolist()[:30]
-    (tmp_path / "lists.json").write_text(json.dumps({"queries": [query], "lists": [docs]}))
+def test_interleaved_worker_scores_equal_in_process_scores(tmp_path, dl19):
+    queries = dl19["query"].unique()[:2].tolist()
+    lists = [dl19[dl19["query"] == q]["text"].tolist()[:30] for q in queries]
+    (tmp_path / "lists.json").write_text(json.dumps({"queries": queries, "lists": lists}))
     subprocess.run([sys.executable, "-m", "benchmarks.worker", str(FIXTURES / "setenc-int"),
-                    str(tmp_path / "lists.json"), str(tmp_path / "out.json"), "--system", system, "--threads", "1"],
-                   cwd=REPO, check=True)
+                    str(tmp_path / "lists.json"), str(tmp_path / "out.json"),
+                    "--systems", "set-encoder,mono,set-encoder-int8", "--threads", "1"], cwd=REPO, check=True)
     report = json.loads((tmp_path / "out.json").read_text())
     model = CrossEncoder.from_pretrained(FIXTURES / "setenc-int")
-    if system == "mono":
-        model.listwise = False
-    expected = model.score_lists([query], [docs])[0]
-    assert (torch.tensor(report["scores"][0]) - expected).abs().max() <= 1e-5
-    assert len(report["seconds"]) == 1 and report["peak_rss_gib"] > 0 and report["matmul_gflops"] > 0
+    for system, listwise in (("set-encoder", True), ("mono", False)):
+        model.listwise = listwise
+        for query, docs, scores in zip(queries, lists, report["runs"][system]["scores"]):
+            assert (torch.tensor(scores) - model.score_lists([query], [docs])[0]).abs().max() <= 1e-5, system
+        assert len(report["runs"][system]["seconds"]) == 2
+    assert report["runs"]["set-encoder-int8"]["scores"] != report["runs"]["set-encoder"]["scores"]
+    assert report["peak_rss_gib"] > 0 and report["matmul_gflops"] > 0
