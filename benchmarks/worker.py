@@ -20,7 +20,7 @@ import resource
 import time
 from collections.abc import Callable
 
-SYSTEMS = ("set-encoder", "mono", "set-encoder-int8", "set-encoder-bf16")
+SYSTEMS = {"set-encoder": "float32", "mono": "float32", "set-encoder-int8": "int8", "set-encoder-bf16": "bf16"}
 Scorer = Callable[[str, list[str]], list[float]]
 
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     models: dict[str, CrossEncoder] = {}
 
     def model_for(system: str) -> CrossEncoder:
-        numerics = system.removeprefix("set-encoder").removeprefix("-") if system != "mono" else ""
+        numerics = SYSTEMS[system]
         if numerics not in models:
             model = CrossEncoder.from_pretrained(args.checkpoint)
             if numerics == "bf16":

@@ -10,8 +10,8 @@ from .set_encoder import SetEncoderReRanker
 
 __version__ = "0.1.0"
 
-__all__ = ["Checkpoint", "CheckpointError", "CrossEncoder", "CrossEncoderReRanker", "ListConRankerReRanker", "MonoReRanker",
-           "SetEncoderReRanker", "load_checkpoint", "load_reranker"]
+__all__ = ["Checkpoint", "CheckpointError", "CrossEncoder", "CrossEncoderReRanker", "ListConRankerReRanker",
+           "MonoReRanker", "SetEncoderReRanker", "load_checkpoint", "load_reranker"]
 
 
 def load_reranker(name_or_path, **kwargs) -> CrossEncoderReRanker:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .attention import bucket_attention
 from .batching import Bucket, PackedBatch
@@ -165,21 +166,26 @@ class Backbone(nn.Module):
             hidden = self.embeddings_project(hidden)
         return hidden
 
-    def forward(self, batch: PackedBatch) -> torch.Tensor:
-        """Last hidden states of all packed tokens (T, H)."""
+    def forward(self, batch: PackedBatch, gradient_checkpointing: bool = False) -> torch.Tensor:
+        """Last hidden states of all packed tokens (T, H). With ``gradient_checkpointing`` (and autograd on) each
+        layer's activations are recomputed in the backward pass instead of kept, so long lists fit in memory."""
         hidden = self.embed(batch)
         interaction_rows = None
         if batch.listwise and self.interaction_position is not None:
             interaction_rows = batch.starts + self.interaction_position
         for layer in self.encoder.layer:
-            partners = None
-            if interaction_rows is not None:  # the states all buckets see, taken before any bucket changes
-                partners = layer.attention.self.partner_keys_values(hidden[interaction_rows])
-            hidden = self._layer(layer, hidden, batch, partners)
+            if gradient_checkpointing and torch.is_grad_enabled():
+                hidden = checkpoint(self._layer, layer, hidden, batch, interaction_rows, use_reentrant=False)
+            else:
+                hidden = self._layer(layer, hidden, batch, interaction_rows)
         return hidden
 
     @staticmethod
-    def _layer(layer: Layer, hidden: torch.Tensor, batch: PackedBatch, partners) -> torch.Tensor:
+    def _layer(layer: Layer, hidden: torch.Tensor, batch: PackedBatch,
+               interaction_rows: torch.Tensor | None) -> torch.Tensor:
+        partners = None
+        if interaction_rows is not None:  # the states all buckets see, taken before any bucket changes
+            partners = layer.attention.self.partner_keys_values(hidden[interaction_rows])
         if torch.is_grad_enabled():  # out of place, for autograd
             return torch.cat([layer(hidden[b.rows], b, batch, partners) for b in batch.buckets])
         for bucket in batch.buckets:  # in place: memory stays one copy of the hidden states

@@ -152,10 +152,11 @@ class CrossEncoder(nn.Module):
         return pack(encoded.input_ids, encoded.token_type_ids, group_sizes if self.listwise else None,
                     token_budget=token_budget)
 
-    def forward(self, batch: PackedBatch) -> torch.Tensor:
-        """Scores of all sequences of a packed batch, in the order they were given to :meth:`encode`."""
+    def forward(self, batch: PackedBatch, gradient_checkpointing: bool = False) -> torch.Tensor:
+        """Scores of all sequences of a packed batch, in the order they were given to :meth:`encode`
+        (``gradient_checkpointing``: see :meth:`Backbone.forward`)."""
         batch = batch.to(self.device)
-        sorted_scores = self.head(self.backbone(batch), batch).float()
+        sorted_scores = self.head(self.backbone(batch, gradient_checkpointing), batch).float()
         return sorted_scores.new_empty(batch.size).index_copy(0, batch.order, sorted_scores)
 
     @torch.inference_mode()

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from pyterrier_setenc.batching import PackedBatch
 from pyterrier_setenc.checkpoint import Checkpoint, CheckpointError, read_state_dict, resolve
@@ -157,26 +156,7 @@ def copy_tokenizer(source: Path, target: Path, add_extra_token: bool) -> None:
             json.dump({"[INT]": size}, file)
 
 
-def _layer_step(layer: nn.Module, hidden: torch.Tensor, batch: PackedBatch,
-                interaction_rows: torch.Tensor | None) -> torch.Tensor:
-    partners = None
-    if interaction_rows is not None:
-        partners = layer.attention.self.partner_keys_values(hidden[interaction_rows])
-    return torch.cat([layer(hidden[b.rows], b, batch, partners) for b in batch.buckets])
-
-
 def score(model: CrossEncoder, batch: PackedBatch, gradient_checkpointing: bool = False) -> torch.Tensor:
     """Differentiable scores of a packed batch in input order; with ``gradient_checkpointing`` the activations of
     each transformer layer are recomputed in the backward pass instead of kept, so long lists fit in memory."""
-    if not gradient_checkpointing or not torch.is_grad_enabled():
-        return model(batch)
-    batch = batch.to(model.device)
-    backbone = model.backbone
-    hidden = backbone.embed(batch)
-    interaction_rows = None
-    if batch.listwise and backbone.interaction_position is not None:
-        interaction_rows = batch.starts + backbone.interaction_position
-    for layer in backbone.encoder.layer:
-        hidden = checkpoint(_layer_step, layer, hidden, batch, interaction_rows, use_reentrant=False)
-    sorted_scores = model.head(hidden, batch).float()
-    return sorted_scores.new_empty(batch.size).index_copy(0, batch.order, sorted_scores)
+    return model(batch, gradient_checkpointing)
