@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import numpy as np
-import pandas as pd
-import pyterrier as pt
 import torch
 
 from .batching import group_batches
 from .listconranker_model import ListConRankerModel
-from .reranker import resolve_device, validate_result_frame
+from .reranker import ReRanker, check_flag, check_model_argument, check_positive_or_none, place
 
 
-class ListConRankerReRanker(pt.Transformer):
+class ListConRankerReRanker(ReRanker):
     """Re-ranks each query's candidates with ListConRanker (Liu et al., 2025; ``ByteDance/ListConRanker``).
 
     The query and every passage are embedded on their own; a ListTransformer compares all passages of a query's list
@@ -27,49 +26,51 @@ class ListConRankerReRanker(pt.Transformer):
     The published model is Chinese (BERT-large, Chinese vocabulary).
 
     >>> from pyterrier_setenc import ListConRankerReRanker
-    >>> listcon = ListConRankerReRanker("ByteDance/ListConRanker", verbose=True)  # doctest: +SKIP
+    >>> listcon = ListConRankerReRanker("ByteDance/ListConRanker", batch_size=64)  # doctest: +SKIP
     >>> pipeline = bm25 % 100 >> pt.text.get_text(dataset, "text") >> listcon  # doctest: +SKIP
     """
 
+    listwise = True
+
     def __init__(self, model: str | os.PathLike | ListConRankerModel, iterative: bool = True,
                  list_transformer_layers: int | None = None, *, text_field: str = "text", batch_size: int = 128,
-                 device: str | torch.device | None = None, dtype: torch.dtype | None = None, verbose: bool = False,
-                 max_length: int = 512, revision: str | None = None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if not isinstance(model, ListConRankerModel):
-            model = ListConRankerModel.from_pretrained(model, list_transformer_layers, max_length=max_length,
-                                                       revision=revision)
-        self.device = resolve_device(device)
-        self.dtype = dtype or torch.float32
-        self.model = model.to(device=self.device, dtype=self.dtype)
-        self.iterative = iterative
-        self.text_field = text_field
-        self.batch_size = batch_size
-        self.verbose = verbose
+                 device: str | torch.device | None = None, dtype: torch.dtype | str | None = None, verbose: bool = True,
+                 max_length: int | None = 512, revision: str | None = None):
+        """
+        Args:
+            model: a checkpoint name (Hugging Face id) or folder, or a loaded ``ListConRankerModel`` (kept as given
+                and never changed: a conversion to ``device``/``dtype`` works on a copy).
+            iterative: the published iterative inference for lists of more than 20 passages (else one pass).
+            list_transformer_layers: the number of ListTransformer layers; must match the checkpoint (default: all).
+            text_field: the passage column.
+            batch_size: passages per forward pass (a query's list is never split).
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; default CUDA when available, else the CPU.
+            dtype: numerics of the whole model, e.g. ``torch.bfloat16`` or ``"bfloat16"``; default float32.
+            verbose: a progress bar over queries.
+            max_length: word pieces per text (query or passage); ``None`` means the published 512.
+            revision: the Hugging Face revision of ``model`` (a branch, tag or commit).
+        """
+        check_model_argument(model, ListConRankerModel)
+        self._setup(text_field=text_field, batch_size=batch_size, device=device, dtype=dtype, verbose=verbose)
+        self.iterative = check_flag("iterative", iterative)
+        self.list_transformer_layers = check_positive_or_none("list_transformer_layers", list_transformer_layers)
+        self.max_length = check_positive_or_none("max_length", max_length)
+        if revision is not None and not isinstance(revision, str):
+            raise TypeError(f"revision must be a string or None, got {revision!r}")
+        self.revision = revision
+        given = isinstance(model, ListConRankerModel)
+        module = model if given else ListConRankerModel.from_pretrained(
+            model, list_transformer_layers, max_length=512 if self.max_length is None else self.max_length,
+            revision=revision)
+        self.model = model
+        self.module = place(module, self.device, self.dtype, given)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.model.name!r}, iterative={self.iterative})"
+        return f"{type(self).__name__}({self.name!r}, iterative={self.iterative})"
 
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        validate_result_frame(inp, self.text_field)
-        out = inp.drop(columns=["score", "rank"], errors="ignore").reset_index(drop=True)
-        if len(out) == 0:
-            return out.assign(score=pd.Series(dtype="float64"), rank=pd.Series(dtype="int64"))
-        groups = list(out.groupby("qid", sort=False).indices.values())
-        queries = out["query"].tolist()
-        texts = out[self.text_field].tolist()
-        scores = np.empty(len(out), dtype=np.float64)
-        progress = pt.tqdm(total=len(groups), desc=repr(self), unit="q", disable=not self.verbose)
-        with progress:
-            for batch in group_batches([len(g) for g in groups], self.batch_size):
-                rows = [groups[g] for g in batch]
-                lists = [[texts[i] for i in r] for r in rows]
-                batch_scores = self.model.score_lists([queries[r[0]] for r in rows], lists, self.iterative)
-                for r, s in zip(rows, batch_scores):
-                    scores[r] = s
-                progress.update(len(rows))
-        out["score"] = scores
-        out = pt.model.add_ranks(out)
-        order = np.lexsort((out["rank"].to_numpy(), pd.factorize(out["qid"], sort=True)[0]))
-        return out.iloc[order].reset_index(drop=True)
+    def batches(self, groups: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        for batch in group_batches([len(g) for g in groups], self.batch_size):
+            yield [groups[g] for g in batch]
+
+    def score_lists(self, queries: list[str], lists: list[list[str]]) -> list[np.ndarray]:
+        return self.module.score_lists(queries, lists, self.iterative)

@@ -14,7 +14,7 @@ class MonoReRanker(CrossEncoderReRanker):
 
     Reads lightning-ir ``mono`` checkpoints (e.g. ``webis/monoelectra-base``) and Hugging Face
     sequence-classification cross-encoders (e.g. ``cross-encoder/ms-marco-MiniLM-L-6-v2``). Pairs of several
-    queries share a forward pass of up to ``batch_size`` pairs.
+    queries share a forward pass of up to ``batch_size`` pairs. Arguments: see :meth:`CrossEncoderReRanker.__init__`.
 
     >>> from pyterrier_setenc import MonoReRanker
     >>> mono = MonoReRanker("webis/monoelectra-base", batch_size=64)  # doctest: +SKIP
@@ -22,6 +22,7 @@ class MonoReRanker(CrossEncoderReRanker):
     """
 
     accepted_kinds = ("mono", "hf-cross-encoder")
+    listwise = False
 
     def kind_error(self, model) -> str:
         return (f"{model.name} is a {model.kind} checkpoint, which scores whole lists: use SetEncoderReRanker; "

@@ -1,113 +1,427 @@
-"""What every re-ranker of the suite shares: input validation, grouping by query, scores, ranks and empty frames."""
+"""The base of the suite's re-rankers: arguments and input checked before any work, grouping by query, the order of
+scoring, scores checked, ranks and empty frames. Subclasses say only how they batch lists and score them.
+
+The rules every re-ranker follows:
+
+- the input is a result frame with ``qid``, ``query``, ``docno`` and the text column (checked through
+  ``pt.validate``, so ``pt.inspect.transformer_inputs`` reports them); other columns are kept, ``score`` and ``rank``
+  are replaced, the output is sorted by qid, then rank;
+- a passage text that is missing (``None``, NaN) or empty or only whitespace is scored as the empty passage (the
+  model's template with nothing in the passage's place), with one :class:`EmptyTextWarning` per call that says how
+  many rows and names the first; any other text that is not a string is an error;
+- a missing, empty or non-string query, a docno twice in one query's list, a qid with two query texts, an id a TREC
+  run cannot hold (empty or with whitespace), text the tokenizer cannot encode and a score that is not finite are
+  errors that name the qid and docno.
+"""
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+import numbers
 import os
-from collections.abc import Iterator
+import re
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyterrier as pt
 import torch
+from torch import nn
 
 from .model import CrossEncoder
 from .numerics import quantize_int8
 
+FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                "float64": torch.float64}
+_WHITESPACE = re.compile(r"\s")
+
+
+class InputColumnsError(pt.validate.InputValidationError, ValueError):
+    """Columns the re-ranker needs are missing (a ``pt.validate.InputValidationError`` and a ``ValueError``)."""
+
+
+class EmptyTextWarning(UserWarning):
+    """Passages without text were scored as empty passages."""
+
+
+class ListwiseCacheWarning(UserWarning):
+    """A cache keyed on (query, docno) wraps a listwise re-ranker, whose scores depend on the whole list."""
+
+
+# ------------------------------------------------------------------------------------------------------ arguments
+
+
+def check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(f"batch_size must be an integer, got {batch_size!r} ({type(batch_size).__name__})")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return int(batch_size)
+
+
+def check_positive_or_none(name: str, value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer or None, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return int(value)
+
+
+def check_flag(name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    """``None`` (float32), a floating torch dtype, or its name (``"bfloat16"``, ``"torch.float16"``)."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str) and dtype.removeprefix("torch.") in FLOAT_DTYPES:
+        return FLOAT_DTYPES[dtype.removeprefix("torch.")]
+    if isinstance(dtype, torch.dtype) and dtype in FLOAT_DTYPES.values():
+        return dtype
+    hint = " (for int8 use int8=True)" if "int8" in str(dtype) else ""
+    raise ValueError(f"dtype must be one of {sorted(FLOAT_DTYPES)} (a torch dtype or its name) or None, "
+                     f"got {dtype!r}{hint}")
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``: CUDA when available, else the CPU. A device that is not there is refused with its name."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be a string, a torch.device or None, got {device!r} ({type(device).__name__})")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"device {device!r} is not a device torch knows (e.g. 'cpu', 'cuda', 'cuda:1'): "
+                         f"{error}") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asks for CUDA, which is not available here (use device='cpu')")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} asks for MPS, which is not available here (use device='cpu')")
+    return resolved
 
 
-def validate_result_frame(inp: pd.DataFrame, text_field: str) -> None:
-    """Raises a ValueError that names the problem: missing columns, missing or empty texts, repeated docnos, or one
-    qid with several query texts."""
-    missing = [column for column in ("qid", "query", "docno", text_field) if column not in inp.columns]
-    if missing:
-        hint = f" (add passage texts, e.g. with pt.text.get_text(dataset, {text_field!r}))" if text_field in missing \
-            else ""
-        raise ValueError(f"input lacks column(s) {missing}{hint}; found {list(inp.columns)}")
-    for column in ("qid", "docno", "query", text_field):
-        bad = inp[column].isna() if column in ("qid", "docno") else ~inp[column].map(_is_text)
-        if bad.any():
-            row = inp[bad].iloc[0]
-            kind = "missing" if column in ("qid", "docno") else "missing, empty or not a string"
-            raise ValueError(f"{int(bad.sum())} row(s) have a {kind} {column!r}, e.g. qid={row['qid']!r} "
-                             f"docno={row['docno']!r}")
-    duplicated = inp.duplicated(["qid", "docno"])
+def check_text_field(text_field) -> str:
+    if not isinstance(text_field, str) or not text_field:
+        raise TypeError(f"text_field must be a non-empty column name, got {text_field!r}")
+    return text_field
+
+
+def check_model_argument(model, module_type: type) -> None:
+    if not isinstance(model, (str, os.PathLike, module_type)):
+        raise TypeError(f"model must be a checkpoint name or folder or a {module_type.__name__}, got {model!r} "
+                        f"({type(model).__name__})")
+
+
+def place(module: nn.Module, device: torch.device, dtype: torch.dtype, given: bool, convert_more: bool = False) \
+        -> nn.Module:
+    """``module`` on ``device`` in ``dtype``. A module the caller ``given`` is never changed: when it must be
+    converted (device, dtype, or ``convert_more``, e.g. int8) a copy is converted instead."""
+    tensors = [*module.parameters(), *module.buffers()]
+    needs_conversion = convert_more or any(t.device != device or (t.is_floating_point() and t.dtype != dtype)
+                                           for t in tensors)
+    if given and needs_conversion:
+        module = copy.deepcopy(module)
+    return module.to(device=device, dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------------- the input
+
+
+def check_frame(inp, text_field: str, context: pt.Transformer | None = None) -> None:
+    """The input's type and columns: a DataFrame with unique column names and the result-frame columns."""
+    if not isinstance(inp, pd.DataFrame):
+        raise TypeError(f"{type(context).__name__ if context else 'the re-ranker'} takes a pandas DataFrame (a result "
+                        f"frame with qid, query, docno, {text_field}), got {type(inp).__name__}")
+    repeated = inp.columns[inp.columns.duplicated()].unique().tolist()
+    if repeated:
+        raise ValueError(f"the input has several columns named {repeated}; column names must be unique")
+    try:
+        pt.validate.result_frame(inp, extra_columns=["query", text_field], context=context)
+    except pt.validate.InputValidationError as error:
+        missing = sorted({c for mode in error.modes for c in mode.missing_columns})
+        hint = f" (add passage texts, e.g. with pt.text.get_text(dataset, {text_field!r}))" \
+            if text_field in missing else ""
+        raise InputColumnsError(f"input lacks column(s) {missing}{hint}; found {list(inp.columns)}.",
+                                error.modes) from None
+
+
+def plain_columns(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """Categorical id, query and text columns as plain columns of their categories' type (grouping and checks
+    then see the values, not the categories)."""
+    for column in columns:
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].astype(frame[column].cat.categories.dtype)
+    return frame
+
+
+def _where(frame: pd.DataFrame, rows) -> str:
+    row = frame.loc[rows].iloc[0]
+    return f"qid={row['qid']!r} docno={row['docno']!r}"
+
+
+def check_contents(frame: pd.DataFrame, text_field: str) -> None:
+    """Ids, queries and texts (see the module's rules); ``frame`` has a plain index."""
+    for column in ("qid", "docno"):
+        missing = frame[column].isna()
+        if missing.any():
+            raise ValueError(f"{int(missing.sum())} row(s) have a missing {column!r}, e.g. {_where(frame, missing)}")
+        broken = frame[column].map(lambda v: isinstance(v, str) and (v == "" or bool(_WHITESPACE.search(v))))
+        if broken.any():
+            raise ValueError(f"{int(broken.sum())} row(s) have a {column!r} that is empty or holds whitespace, which "
+                             f"a TREC run cannot hold, e.g. {_where(frame, broken)}")
+    bad_query = ~frame["query"].map(lambda v: isinstance(v, str) and v.strip() != "")
+    if bad_query.any():
+        raise ValueError(f"{int(bad_query.sum())} row(s) have a missing, empty or not a string 'query', e.g. "
+                         f"{_where(frame, bad_query)}")
+    bad_text = ~frame[text_field].map(lambda v: isinstance(v, str) or _missing(v))
+    if bad_text.any():
+        kind = type(frame.loc[bad_text, text_field].iloc[0]).__name__
+        raise ValueError(f"{int(bad_text.sum())} row(s) have a {text_field!r} that is not a string (e.g. {kind}), "
+                         f"e.g. {_where(frame, bad_text)}")
+    duplicated = frame.duplicated(["qid", "docno"])
     if duplicated.any():
-        row = inp[duplicated].iloc[0]
+        row = frame[duplicated].iloc[0]
         raise ValueError(f"docno {row['docno']!r} occurs more than once for qid {row['qid']!r}; "
                          "each passage of a query's list must be unique")
-    queries_per_qid = inp.groupby("qid", sort=False)["query"].nunique()
+    queries_per_qid = frame.groupby("qid", sort=False)["query"].nunique()
     if (queries_per_qid > 1).any():
         raise ValueError(f"qid {queries_per_qid[queries_per_qid > 1].index[0]!r} has more than one query text")
+    for column in ("query", text_field):
+        values = [v if isinstance(v, str) else "" for v in frame[column].tolist()]
+        try:
+            "\n".join(dict.fromkeys(values)).encode("utf-8")
+        except UnicodeEncodeError:
+            unencodable = np.array([_unencodable(v) for v in values])
+            raise ValueError(f"{int(unencodable.sum())} row(s) have a {column!r} the tokenizer cannot encode (not "
+                             f"valid Unicode, e.g. a lone surrogate), e.g. {_where(frame, unencodable)}") from None
 
 
-def _is_text(value) -> bool:
-    return isinstance(value, str) and value.strip() != ""
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
 
 
-class CrossEncoderReRanker(pt.Transformer):
-    """Base of the suite's re-rankers: scores a result frame's passages and ranks them per query.
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
-    ``dtype`` sets the numerics of the whole model (float32 unless given); ``int8=True`` quantizes the encoder's
-    linear layers to int8 with dynamic activation quantization (CPU only, see :mod:`pyterrier_setenc.numerics`).
-    Subclasses say how queries are batched (:meth:`batches`) and which checkpoint kinds they accept.
+
+def passage_texts(frame: pd.DataFrame, text_field: str) -> list[str]:
+    """The texts the model scores: missing, empty or whitespace-only texts become ``""`` (with one warning)."""
+    texts = [v if isinstance(v, str) and v.strip() else "" for v in frame[text_field].tolist()]
+    empty = np.array([not text for text in texts])
+    if empty.any():
+        warnings.warn(f"{int(empty.sum())} passage(s) have a missing, empty or whitespace-only {text_field!r} and are "
+                      f"scored as empty passages, e.g. {_where(frame, empty)}", EmptyTextWarning, stacklevel=4)
+    return texts
+
+
+def validate_frame(inp, text_field: str, context: pt.Transformer | None = None) -> pd.DataFrame:
+    """The input checked by every rule (raising errors that name the problem), without ``score`` and ``rank``,
+    with a plain index and plain (non-categorical) columns."""
+    check_frame(inp, text_field, context)
+    frame = inp.drop(columns=["score", "rank"], errors="ignore").reset_index(drop=True)
+    frame = plain_columns(frame, ["qid", "docno", "query", text_field])
+    if len(frame):
+        check_contents(frame, text_field)
+    return frame
+
+
+def with_ranks(frame: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    """``frame`` with ``score`` and ``rank`` (0 = best, per qid), sorted by qid, then rank."""
+    frame = frame.assign(score=scores)
+    if len(frame) == 0:
+        return frame.assign(score=pd.Series(dtype="float64"), rank=pd.Series(dtype="int64"))
+    frame = pt.model.add_ranks(frame)
+    order = np.lexsort((frame["rank"].to_numpy(), pd.factorize(frame["qid"], sort=True)[0]))
+    return frame.iloc[order].reset_index(drop=True)
+
+
+# -------------------------------------------------------------------------------------------------------- the base
+
+
+class ReRanker(pt.Transformer):
+    """Base of the suite's re-rankers (see the module for the rules they share).
+
+    A subclass loads its model into :attr:`module` (the given ``model`` argument is kept as it was given, so
+    ``pt.inspect.transformer_attributes`` and ``transformer_apply_attributes`` work), and implements
+    :meth:`batches` (which queries' lists share a forward pass) and :meth:`score_lists`.
     """
 
+    #: whether a passage's score depends on the other passages of its list (then caches must key on the whole list)
+    listwise: bool = False
+    module: nn.Module
+    text_field: str
+    batch_size: int
+    device: torch.device
+    dtype: torch.dtype
+    verbose: bool
+
+    def _setup(self, *, text_field, batch_size, device, dtype, verbose) -> None:
+        """Checks and keeps the arguments every re-ranker has; errors name the argument."""
+        self.text_field = check_text_field(text_field)
+        self.batch_size = check_batch_size(batch_size)
+        self.dtype = resolve_dtype(dtype)
+        self.device = resolve_device(device)
+        self.verbose = check_flag("verbose", verbose)
+
+    @property
+    def name(self) -> str:
+        """The checkpoint's name."""
+        return str(self.module.name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+    def batches(self, groups: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        """Row indices of the lists scored in one forward pass each (a list may be split only if not listwise)."""
+        raise NotImplementedError
+
+    def score_lists(self, queries: list[str], lists: list[list[str]]) -> list[np.ndarray]:
+        """Scores (float64) of each query's passages, for the lists of one forward pass."""
+        raise NotImplementedError
+
+    def cache_key(self) -> str:
+        """A digest of everything that decides the scores: the class, the settings, the checkpoint's name and
+        configuration, and the weights (hashed once per re-ranker; used by :class:`~pyterrier_setenc.ListwiseCache`)."""
+        if getattr(self, "_cache_key", None) is None:
+            digest = hashlib.sha256()
+            ignored = {"model", "text_field", "batch_size", "verbose", "device"}
+            settings = {a.name: a.value for a in pt.inspect.transformer_attributes(self) if a.name not in ignored}
+            description = dict(cls=type(self).__name__, name=self.name, settings=settings, device=self.device.type,
+                               config=getattr(self.module, "config", None))
+            digest.update(json.dumps(description, sort_keys=True, default=str).encode())
+            for key, value in self.module.state_dict().items():
+                digest.update(key.encode())
+                _hash_value(digest, value)
+            self._cache_key = digest.hexdigest()
+        return self._cache_key
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        frame = validate_frame(inp, self.text_field, self)
+        if len(frame) == 0:
+            return with_ranks(frame, np.empty(0))
+        texts = passage_texts(frame, self.text_field)
+        if self.listwise:
+            _warn_if_cached_by_pair(self)
+        groups = list(frame.groupby("qid", sort=False).indices.values())
+        queries = frame["query"].tolist()
+        last_rows = {int(g[-1]) for g in groups}  # a query is done when its last row is scored
+        scores = np.empty(len(frame), dtype=np.float64)
+        progress = pt.tqdm(total=len(groups), desc=repr(self), unit="q", disable=not self.verbose)
+        with progress, torch.inference_mode():
+            for rows in self.batches(groups):
+                batch_scores = self.score_lists([queries[r[0]] for r in rows], [[texts[i] for i in r] for r in rows])
+                for r, s in zip(rows, batch_scores):
+                    scores[r] = s
+                    finite = np.isfinite(scores[r])
+                    if not finite.all():
+                        raise ValueError(f"the model gave {int((~finite).sum())} score(s) that are not finite "
+                                         f"({scores[r][~finite][0]}), e.g. {_where(frame, r[~finite])}; no result "
+                                         "was returned")
+                progress.update(sum(int(r[-1]) in last_rows for r in rows))
+        return with_ranks(frame, scores)
+
+    def transform_iter(self, inp):
+        if isinstance(inp, (dict, pd.Series, str)):
+            raise TypeError(f"{type(self).__name__} takes a pandas DataFrame or a list of dicts (one a row), got "
+                            f"{type(inp).__name__}")
+        rows = list(inp)
+        bad = next((row for row in rows if not isinstance(row, dict)), None)
+        if bad is not None:
+            raise TypeError(f"{type(self).__name__} takes a pandas DataFrame or a list of dicts (one a row), got a "
+                            f"{type(bad).__name__} row")
+        return self.transform(pd.DataFrame(rows)).to_dict(orient="records")
+
+
+def _hash_value(digest, value) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.dequantize() if value.is_quantized else value
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            _hash_value(digest, item)
+    else:
+        digest.update(repr(value).encode())
+
+
+def _warn_if_cached_by_pair(reranker: ReRanker, depth: int = 8) -> None:
+    """Warns when a pyterrier-caching scorer cache (keyed on query and docno) is calling ``reranker``."""
+    frame = sys._getframe(2)
+    for _ in range(depth):
+        if frame is None:
+            return
+        caller = frame.f_locals.get("self")
+        if type(caller).__module__.startswith("pyterrier_caching"):
+            wrapped = getattr(caller, "scorer", None) or getattr(getattr(caller, "cache", None), "scorer", None)
+            if wrapped is reranker:
+                warnings.warn(f"{type(caller).__name__} keys scores on (query, docno), but {type(reranker).__name__} "
+                              "is listwise: a passage's score depends on the whole list, so cached scores are wrong "
+                              "for any other list. Use pyterrier_setenc.ListwiseCache, which keys on the whole list.",
+                              ListwiseCacheWarning, stacklevel=2)
+                return
+        frame = frame.f_back
+
+
+# ------------------------------------------------------------------------------------------------ cross-encoders
+
+
+class CrossEncoderReRanker(ReRanker):
+    """Base of the re-rankers that run a :class:`~pyterrier_setenc.CrossEncoder` (Set-Encoder, mono, Hugging Face
+    cross-encoders); subclasses say which checkpoint kinds they take and how lists are batched."""
+
     accepted_kinds: tuple[str, ...] = ()
-    listwise = False
 
     def __init__(self, model: str | os.PathLike | CrossEncoder, *, text_field: str = "text", batch_size: int = 128,
-                 device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                 verbose: bool = False, max_length: int | None = None, int8: bool = False):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if not isinstance(model, CrossEncoder):
-            model = CrossEncoder.from_pretrained(model, max_length=max_length)
-        if model.kind not in self.accepted_kinds:
-            raise ValueError(self.kind_error(model))
-        self.device = resolve_device(device)
-        self.dtype = dtype or torch.float32
-        self.model = model.to(device=self.device, dtype=self.dtype)
-        if int8:
-            quantize_int8(self.model)
-        self.text_field = text_field
-        self.batch_size = batch_size
-        self.verbose = verbose
+                 device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
+                 verbose: bool = True, max_length: int | None = None, int8: bool = False):
+        """
+        Args:
+            model: a checkpoint name (Hugging Face id) or folder, or a loaded :class:`~pyterrier_setenc.CrossEncoder`
+                (kept as given and never changed: a conversion to ``device``/``dtype``/int8 works on a copy).
+            text_field: the passage column.
+            batch_size: passages per forward pass (a listwise re-ranker never splits a query's list).
+            device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; default CUDA when available, else the CPU.
+            dtype: numerics of the whole model, e.g. ``torch.bfloat16`` or ``"bfloat16"``; default float32.
+            verbose: a progress bar over queries.
+            max_length: the longest tokenized (query, passage) sequence; default the checkpoint's.
+            int8: int8 dynamic quantization of the encoder's linear layers (CPU, float32; changes the scores).
+        """
+        check_model_argument(model, CrossEncoder)
+        self._setup(text_field=text_field, batch_size=batch_size, device=device, dtype=dtype, verbose=verbose)
+        self.max_length = check_positive_or_none("max_length", max_length)
+        self.int8 = check_flag("int8", int8)
+        if self.int8 and (self.device.type != "cpu" or self.dtype != torch.float32):
+            raise ValueError(f"int8=True runs on the CPU in float32 only, got device={str(self.device)!r} "
+                             f"dtype={self.dtype}")
+        given = isinstance(model, CrossEncoder)
+        module = model if given else CrossEncoder.from_pretrained(model, max_length=self.max_length)
+        if module.kind not in self.accepted_kinds:
+            raise ValueError(self.kind_error(module))
+        self.model = model
+        self.module = place(module, self.device, self.dtype, given, convert_more=self.int8)
+        if self.int8:
+            quantize_int8(self.module)
 
     def kind_error(self, model: CrossEncoder) -> str:
         return f"{type(self).__name__} does not score {model.kind} checkpoints ({model.name})"
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.model.name!r})"
+    def score_lists(self, queries: list[str], lists: list[list[str]]) -> list[np.ndarray]:
+        return [s.double().numpy() for s in self.module.score_lists(queries, lists)]
 
-    def batches(self, groups: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
-        """Row indices of the lists scored in one forward pass each."""
-        raise NotImplementedError
-
-    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        validate_result_frame(inp, self.text_field)
-        out = inp.drop(columns=["score", "rank"], errors="ignore").reset_index(drop=True)
-        if len(out) == 0:
-            out = out.assign(score=pd.Series(dtype="float64"), rank=pd.Series(dtype="int64"))
-            return out
-        groups = list(out.groupby("qid", sort=False).indices.values())
-        queries = out["query"].tolist()
-        texts = out[self.text_field].tolist()
-        last_rows = {int(g[-1]) for g in groups}  # a query is done when its last row is scored
-        scores = np.empty(len(out), dtype=np.float64)
-        progress = pt.tqdm(total=len(groups), desc=repr(self), unit="q", disable=not self.verbose)
-        with progress, torch.inference_mode():
-            for rows in self.batches(groups):
-                lists = [[texts[i] for i in r] for r in rows]
-                batch_scores = self.model.score_lists([queries[r[0]] for r in rows], lists)
-                for r, s in zip(rows, batch_scores):
-                    scores[r] = s.double().numpy()
-                progress.update(sum(int(r[-1]) in last_rows for r in rows))
-        out["score"] = scores
-        out = pt.model.add_ranks(out)
-        order = np.lexsort((out["rank"].to_numpy(), pd.factorize(out["qid"], sort=True)[0]))
-        return out.iloc[order].reset_index(drop=True)

@@ -16,15 +16,20 @@ class SetEncoderReRanker(CrossEncoderReRanker):
     Passages of one query attend to each other's interaction tokens, so a list is always scored whole: several
     short lists may share a forward pass (up to ``batch_size`` passages), a longer list runs alone. Scores do not
     depend on the order of the candidates. Pointwise checkpoints (``mono``, Hugging Face cross-encoders) are accepted
-    too and score each pair on its own.
+    too and score each pair on its own. Arguments: see :meth:`CrossEncoderReRanker.__init__`.
 
     >>> import pyterrier as pt
     >>> from pyterrier_setenc import SetEncoderReRanker
-    >>> setenc = SetEncoderReRanker("webis/set-encoder-base", verbose=True)  # doctest: +SKIP
+    >>> setenc = SetEncoderReRanker("webis/set-encoder-base", batch_size=256)  # doctest: +SKIP
     >>> pipeline = bm25 % 100 >> pt.text.get_text(dataset, "text") >> setenc  # doctest: +SKIP
     """
 
     accepted_kinds = ("set-encoder", "mono", "hf-cross-encoder")
+
+    @property
+    def listwise(self) -> bool:
+        """True for Set-Encoder checkpoints (a passage's score depends on its whole list), False for pointwise ones."""
+        return bool(self.module.listwise)
 
     def batches(self, groups: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
         for batch in group_batches([len(g) for g in groups], self.batch_size):

@@ -14,9 +14,9 @@ def test_int8_reranker_quantizes_and_agrees_with_float32(dl19):
     frame = dl19[dl19["qid"].isin(dl19["qid"].unique()[:2])]
     exact = SetEncoderReRanker(FIXTURES / "setenc-int")
     quantized = SetEncoderReRanker(FIXTURES / "setenc-int", int8=True)
-    attention = quantized.model.backbone.encoder.layer[0].attention.self
+    attention = quantized.module.backbone.encoder.layer[0].attention.self
     assert not hasattr(attention, "query") and "quantized" in type(attention.fused["qkv"]).__module__
-    assert type(exact.model.backbone.encoder.layer[0].attention.self.query) is torch.nn.Linear
+    assert type(exact.module.backbone.encoder.layer[0].attention.self.query) is torch.nn.Linear
     merged = exact(frame).merge(quantized(frame), on=["qid", "docno"], suffixes=("_fp32", "_int8"))
     assert (merged["score_fp32"] != merged["score_int8"]).any()
     for _, scores in merged.groupby("qid"):

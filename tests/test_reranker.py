@@ -5,6 +5,7 @@ import pandas as pd
 import pyterrier as pt
 import pytest
 
+import pyterrier_setenc as pt_setenc
 from pyterrier_setenc import CrossEncoder, MonoReRanker, SetEncoderReRanker, load_reranker
 
 
@@ -63,11 +64,27 @@ def test_missing_column(setenc, frame, column):
         setenc(frame.drop(columns=[column]))
 
 
-@pytest.mark.parametrize("value", [None, "", "   ", float("nan"), 3])
-def test_bad_text(setenc, frame, value):
+@pytest.mark.parametrize("value", [None, "", "   ", float("nan")])
+def test_missing_or_empty_text_is_scored_as_the_empty_passage(setenc, frame, value):
+    """The rule for passages without text: scored as the empty string, one warning naming the count and a row. The
+    expected scores come from the model itself, given the list with "" in that passage's place."""
     frame = frame.astype({"text": object})
     frame.loc[4, "text"] = value
-    with pytest.raises(ValueError, match="'text'"):
+    with pytest.warns(pt_setenc.EmptyTextWarning, match=f"1 passage.*qid={frame.loc[4, 'qid']!r} "
+                                                        f"docno={frame.loc[4, 'docno']!r}"):
+        result = setenc(frame)
+    assert len(result) == len(frame)
+    group = frame[frame["qid"] == frame.loc[4, "qid"]]
+    texts = ["" if i == 4 else t for i, t in zip(group.index, group["text"])]
+    expected = setenc.module.score_lists([group["query"].iloc[0]], [texts])[0].double().numpy()
+    got = result.set_index("docno").loc[group["docno"], "score"].to_numpy()
+    assert np.abs(got - expected).max() <= 1e-6
+
+
+def test_text_of_another_type_is_an_error(setenc, frame):
+    frame = frame.astype({"text": object})
+    frame.loc[4, "text"] = 3
+    with pytest.raises(ValueError, match="'text' that is not a string"):
         setenc(frame)
 
 

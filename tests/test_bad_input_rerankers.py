@@ -1,0 +1,240 @@
+"""Bad input to the re-rankers, table-driven: each row is a case of a class of bad input and the exact outcome it must
+have, an error of the right type whose message names the argument, the qid or the docno, or the documented
+behaviour. Every input case runs against all three re-rankers (Set-Encoder, mono, ListConRanker).
+
+A loaded model must not change under the caller's feet: converting it for a re-ranker works on a copy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import FIXTURES
+from pyterrier_setenc import CrossEncoder, EmptyTextWarning, ListConRankerReRanker, MonoReRanker, SetEncoderReRanker
+from pyterrier_setenc.listconranker_model import ListConRankerModel
+
+CLASSES = {"setenc": (SetEncoderReRanker, FIXTURES / "setenc-int"), "mono": (MonoReRanker, FIXTURES / "mono"),
+           "listconranker": (ListConRankerReRanker, FIXTURES / "listconranker")}
+NO_CUDA = not torch.cuda.is_available()
+
+
+def frame() -> pd.DataFrame:
+    return pd.DataFrame([dict(qid="q1", query="lobster molting", docno=f"d{i}", text=f"passage {i} on lobsters")
+                         for i in range(4)] +
+                        [dict(qid="q2", query="boiling water", docno="e0", text="water boils at 100 degrees")])
+
+
+@pytest.fixture(scope="module", params=sorted(CLASSES))
+def reranker(request):
+    cls, path = CLASSES[request.param]
+    return cls(path, verbose=False)
+
+
+# ---------------------------------------------------------------------------------------------- constructor arguments
+
+ARGUMENTS = [  # (case, keyword arguments, exception, words the message must contain)
+    ("batch_size as a string", dict(batch_size="8"), TypeError, "batch_size"),
+    ("batch_size as a float", dict(batch_size=8.0), TypeError, "batch_size"),
+    ("batch_size as a bool", dict(batch_size=True), TypeError, "batch_size"),
+    ("batch_size zero", dict(batch_size=0), ValueError, "batch_size must be at least 1"),
+    ("batch_size negative", dict(batch_size=-3), ValueError, "batch_size must be at least 1"),
+    ("dtype unknown string", dict(dtype="fp8"), ValueError, "dtype"),
+    ("dtype int8 string", dict(dtype="int8"), ValueError, "int8=True"),
+    ("dtype integer torch dtype", dict(dtype=torch.int64), ValueError, "dtype"),
+    ("dtype as a number", dict(dtype=32), ValueError, "dtype"),
+    ("device unknown", dict(device="gpu"), ValueError, "device 'gpu'"),
+    ("device as a number", dict(device=0.5), TypeError, "device"),
+    pytest.param("device cuda without CUDA", dict(device="cuda"), ValueError, "CUDA, which is not available",
+                 marks=pytest.mark.skipif(not NO_CUDA, reason="this machine has CUDA")),
+    pytest.param("device cuda:1 without CUDA", dict(device="cuda:1"), ValueError, "device 'cuda:1'",
+                 marks=pytest.mark.skipif(not NO_CUDA, reason="this machine has CUDA")),
+    ("text_field empty", dict(text_field=""), TypeError, "text_field"),
+    ("text_field not a string", dict(text_field=3), TypeError, "text_field"),
+    ("verbose not a bool", dict(verbose="yes"), TypeError, "verbose"),
+    ("max_length as a string", dict(max_length="512"), TypeError, "max_length"),
+    ("max_length zero", dict(max_length=0), ValueError, "max_length"),
+]
+CROSS_ENCODER_ARGUMENTS = [
+    ("int8 not a bool", dict(int8="yes"), TypeError, "int8"),
+    ("int8 with bfloat16", dict(int8=True, dtype=torch.bfloat16), ValueError, "int8=True"),
+]
+LISTCONRANKER_ARGUMENTS = [
+    ("iterative not a bool", dict(iterative="no"), TypeError, "iterative"),
+    ("list_transformer_layers zero", dict(list_transformer_layers=0), ValueError, "list_transformer_layers"),
+    ("revision not a string", dict(revision=3), TypeError, "revision"),
+]
+
+
+def _ids(rows):
+    return [row.values[0] if hasattr(row, "values") else row[0] for row in rows]
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+@pytest.mark.parametrize("case,kwargs,error,words", ARGUMENTS, ids=_ids(ARGUMENTS))
+def test_bad_argument(name, case, kwargs, error, words):
+    cls, path = CLASSES[name]
+    with pytest.raises(error, match=words):
+        cls(path, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [SetEncoderReRanker, MonoReRanker])
+@pytest.mark.parametrize("case,kwargs,error,words", CROSS_ENCODER_ARGUMENTS, ids=_ids(CROSS_ENCODER_ARGUMENTS))
+def test_bad_cross_encoder_argument(cls, case, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        cls(FIXTURES / "mono", **kwargs)
+
+
+@pytest.mark.parametrize("case,kwargs,error,words", LISTCONRANKER_ARGUMENTS, ids=_ids(LISTCONRANKER_ARGUMENTS))
+def test_bad_listconranker_argument(case, kwargs, error, words):
+    with pytest.raises(error, match=words):
+        ListConRankerReRanker(FIXTURES / "listconranker", **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+@pytest.mark.parametrize("model", [3, None, ["a", "b"]])
+def test_bad_model_argument(name, model):
+    cls, _ = CLASSES[name]
+    with pytest.raises(TypeError, match="model must be a checkpoint name or folder"):
+        cls(model)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "torch.bfloat16", torch.bfloat16])
+def test_dtype_names_are_accepted(dtype):
+    """Documented behaviour: a floating dtype's name is the dtype."""
+    reranker = MonoReRanker(FIXTURES / "mono", dtype=dtype, verbose=False)
+    assert reranker.dtype is torch.bfloat16
+    assert {p.dtype for p in reranker.module.parameters()} == {torch.bfloat16}
+
+
+# -------------------------------------------------------------------------------------------------- the input frame
+
+
+def _edit(column, row, value):
+    def edited():
+        f = frame().astype({column: object})
+        f.at[row, column] = value
+        return f
+    return edited
+
+
+def _duplicate_columns():
+    f = frame()
+    return pd.concat([f, f[["text"]]], axis=1)
+
+
+INPUTS = [  # (case, input maker, exception, regular expression the message must match)
+    ("a dict", lambda: frame().iloc[0].to_dict(), TypeError, "takes a pandas DataFrame.*got dict"),
+    ("a Series", lambda: frame()["text"], TypeError, "takes a pandas DataFrame.*got Series"),
+    ("a list of strings", lambda: ["q1", "d0"], TypeError, "got a str row"),
+    ("a string", lambda: "lobster", TypeError, "got str"),
+    ("two columns named text", _duplicate_columns, ValueError, "several columns named \\['text'\\]"),
+    ("missing text column", lambda: frame().drop(columns="text"), ValueError, "lacks column.*'text'"),
+    ("empty docno", _edit("docno", 1, ""), ValueError, "'docno' that is empty or holds whitespace.*docno=''"),
+    ("whitespace docno", _edit("docno", 1, " "), ValueError, "'docno' that is empty or holds whitespace.*qid='q1'"),
+    ("docno with a space", _edit("docno", 1, "d 1"), ValueError, "'docno'.*docno='d 1'"),
+    ("docno with a tab", _edit("docno", 1, "d\t1"), ValueError, "'docno'.*docno='d\\\\t1'"),
+    ("empty qid", _edit("qid", 4, ""), ValueError, "'qid' that is empty or holds whitespace.*docno='e0'"),
+    ("qid with a space", _edit("qid", 4, "q 2"), ValueError, "'qid'.*qid='q 2'"),
+    ("missing docno", _edit("docno", 2, None), ValueError, "missing 'docno'.*qid='q1'"),
+    ("missing qid", _edit("qid", 2, None), ValueError, "missing 'qid'.*docno='d2'"),
+    ("empty query", _edit("query", 4, ""), ValueError, "'query'.*qid='q2'"),
+    ("query not a string", _edit("query", 4, 7), ValueError, "'query'.*qid='q2'"),
+    ("text not a string", _edit("text", 3, 12.5), ValueError, "'text' that is not a string.*docno='d3'"),
+    ("text a list", _edit("text", 3, ["a"]), ValueError, "'text' that is not a string.*docno='d3'"),
+    ("lone surrogate in a text", _edit("text", 2, "lobster \ud800 shell"), ValueError,
+     "'text' the tokenizer cannot encode.*qid='q1' docno='d2'"),
+    ("lone surrogate in a query", _edit("query", 4, "boiling \udfff"), ValueError,
+     "'query' the tokenizer cannot encode.*qid='q2'"),
+    ("docno twice in a list", lambda: pd.concat([frame(), frame().iloc[[1]]]), ValueError,
+     "docno 'd1' occurs more than once for qid 'q1'"),
+    ("two query texts for a qid", _edit("query", 1, "another query"), ValueError,
+     "qid 'q1' has more than one query text"),
+]
+
+
+@pytest.mark.parametrize("case,make,error,pattern", INPUTS, ids=_ids(INPUTS))
+def test_bad_input(reranker, case, make, error, pattern):
+    with pytest.raises(error, match=pattern):
+        reranker(make())
+
+
+def test_nan_scores_name_the_query_and_passage():
+    reranker = MonoReRanker(FIXTURES / "mono", verbose=False)
+    with torch.no_grad():
+        water = reranker.module.tokenizer.plain.token_to_id("water")  # only in q2's query and passage
+        reranker.module.backbone.embeddings.word_embeddings.weight[water] = float("nan")
+    with pytest.raises(ValueError, match="1 score\\(s\\) that are not finite \\(nan\\), e.g. qid='q2' docno='e0'"):
+        reranker(frame())
+
+
+def test_inf_scores_name_the_query_and_passage():
+    reranker = SetEncoderReRanker(FIXTURES / "setenc-int", verbose=False)
+    with torch.no_grad():
+        reranker.module.head.linear.weight.mul_(float("inf"))
+    with pytest.raises(ValueError, match="not finite.*qid='q1' docno='d0'"):
+        reranker(frame())
+
+
+@pytest.mark.parametrize("value", [None, float("nan"), "", "  \n "])
+def test_missing_or_empty_text_is_scored_as_empty_with_a_warning(reranker, value):
+    """Documented behaviour: scored as the empty passage; one warning naming the count and the first row."""
+    bad = frame().astype({"text": object})
+    bad.at[2, "text"] = value
+    bad.at[3, "text"] = value
+    with pytest.warns(EmptyTextWarning, match="2 passage\\(s\\).*qid='q1' docno='d2'") as caught:
+        result = reranker(bad)
+    assert len([w for w in caught if issubclass(w.category, EmptyTextWarning)]) == 1
+    expected = reranker(bad.assign(text=bad["text"].map(lambda t: t if isinstance(t, str) and t.strip() else "")))
+    pd.testing.assert_series_equal(result.set_index("docno")["score"], expected.set_index("docno")["score"])
+    assert result["score"].notna().all() and len(result) == len(bad)
+
+
+def test_categorical_columns_score_like_plain_ones(reranker):
+    """Documented behaviour: categorical id, query and text columns are read as their values."""
+    plain = reranker(frame())
+    categorical = reranker(frame().astype({c: "category" for c in ["qid", "query", "docno", "text"]}))
+    pd.testing.assert_frame_equal(categorical, plain)
+
+
+def test_integer_ids_are_fine(reranker):
+    result = reranker(frame().assign(qid=[1, 1, 1, 1, 2], docno=[10, 11, 12, 13, 20]))
+    assert result["qid"].tolist() == [1, 1, 1, 1, 2]
+
+
+# --------------------------------------------------------------------------------------- the caller's model unchanged
+
+
+def _linear_types(model: CrossEncoder) -> set[type]:
+    return {type(m) for m in model.backbone.encoder.modules() if "Linear" in type(m).__name__}
+
+
+@pytest.mark.parametrize("kwargs", [dict(int8=True), dict(dtype=torch.bfloat16), dict(dtype="bfloat16")])
+def test_a_given_cross_encoder_is_not_converted_in_place(kwargs):
+    model = CrossEncoder.from_pretrained(FIXTURES / "setenc-int")
+    before = SetEncoderReRanker(model, verbose=False)(frame())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    converted = SetEncoderReRanker(model, verbose=False, **kwargs)
+    assert converted.module is not model and converted.model is model
+    assert _linear_types(model) == {torch.nn.Linear}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    pd.testing.assert_frame_equal(SetEncoderReRanker(model, verbose=False)(frame()), before)
+    assert not converted(frame())["score"].equals(before["score"])  # the copy really is converted
+
+
+def test_a_given_listconranker_model_is_not_converted_in_place():
+    model = ListConRankerModel.from_pretrained(FIXTURES / "listconranker")
+    before = ListConRankerReRanker(model, verbose=False)(frame())
+    converted = ListConRankerReRanker(model, dtype=torch.bfloat16, verbose=False)
+    assert converted.module is not model
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert {p.dtype for p in converted.module.parameters()} == {torch.bfloat16}
+    pd.testing.assert_frame_equal(ListConRankerReRanker(model, verbose=False)(frame()), before)
+
+
+def test_a_given_model_that_needs_no_conversion_is_shared():
+    model = CrossEncoder.from_pretrained(FIXTURES / "mono")
+    assert MonoReRanker(model, device="cpu", verbose=False).module is model
+    assert np.isfinite(MonoReRanker(model, verbose=False)(frame())["score"]).all()
