@@ -127,31 +127,14 @@ def check_lists(frame: pd.DataFrame, path: Path) -> None:
                               f"(lines {frame[frame['qid'] == qid]['line'].tolist()[:10]})")
 
 
-def has_text(texts: pd.Series) -> pd.Series:
-    return texts.map(lambda text: isinstance(text, str) and text.strip() != "")
-
-
 def rerank(frame: pd.DataFrame, reranker: pt.Transformer) -> pd.DataFrame:
-    """``qid``, ``docno`` and ``score`` of every row of ``frame``: the re-ranker's score for passages with text;
-    passages without text follow the scored passages of their query, in input order."""
-    scorable = has_text(frame["text"])
-    columns = ["qid", "query", "docno", "text"]
-    parts = []
-    if scorable.any():
-        scored = reranker(frame.loc[scorable, columns].reset_index(drop=True))
-        parts.append(scored[["qid", "docno", "score"]])
-    if not scorable.all():
-        empty = frame.loc[~scorable, ["qid", "docno"]].copy()
-        say(f"{len(empty)} passage(s) of {empty['qid'].nunique()} query(ies) have no text; they are ranked after "
-            "the scored passages of their query")
-        floor = parts[0].groupby("qid")["score"].min() if parts else pd.Series(dtype="float64")
-        base = empty["qid"].map(floor).fillna(0.0).to_numpy(dtype="float64")
-        empty["score"] = base - 1.0 - empty.groupby("qid").cumcount().to_numpy()
-        parts.append(empty)
-    scores = pd.concat(parts, ignore_index=True)
-    if len(scores) != len(frame):
-        raise RuntimeError(f"the re-ranker returned {len(scores)} rows for {len(frame)} candidates")
-    return scores
+    """``qid``, ``docno`` and ``score`` of every row of ``frame``, scored by the re-ranker. Passages without text
+    follow the re-rankers' rule (:mod:`pyterrier_setenc.reranker`): they are scored as empty passages, with a
+    warning that says how many."""
+    scored = reranker(frame[["qid", "query", "docno", "text"]].reset_index(drop=True))
+    if len(scored) != len(frame):
+        raise RuntimeError(f"the re-ranker returned {len(scored)} rows for {len(frame)} candidates")
+    return scored[["qid", "docno", "score"]]
 
 
 def normalize_run(scores: pd.DataFrame, tag: str, depth: int = DEPTH) -> pd.DataFrame:
@@ -194,7 +177,8 @@ def tag_from_name(name: str) -> str:
 
 def default_tag(model) -> str:
     """A system tag from the model's name: a local folder's name, or a Hugging Face id with ``/`` as ``-``."""
-    name = str(getattr(getattr(model, "model", None), "name", model))
+    given = getattr(model, "model", model)  # a re-ranker's checkpoint as it was given
+    name = str(getattr(given, "name", given))
     path = Path(name).expanduser()
     return tag_from_name(path.name if path.exists() else name)
 
