@@ -16,8 +16,9 @@ Kind = Literal["set-encoder", "mono", "hf-cross-encoder"]
 
 SUPPORTED_BACKBONES = ("bert", "electra")
 _HF_CLASSIFIERS = {"BertForSequenceClassification": "bert", "ElectraForSequenceClassification": "electra"}
-_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "*.safetensors", "pytorch_model.bin",
-          "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "added_tokens.json"]
+CHECKPOINT_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "*.safetensors",
+                    "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                    "special_tokens_map.json", "added_tokens.json"]
 SUPPORTED_MESSAGE = (
     "supported are lightning-ir checkpoints with model_type 'set-encoder' or 'mono' (backbone bert or electra) and "
     "Hugging Face cross-encoders of the architectures " + ", ".join(_HF_CLASSIFIERS)
@@ -67,7 +68,8 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(str(name_or_path), revision=revision, allow_patterns=allow_patterns or _FILES))
+        return Path(snapshot_download(str(name_or_path), revision=revision,
+                                      allow_patterns=allow_patterns or CHECKPOINT_FILES))
     except Exception as error:  # network, unknown id, gated model: say which
         raise CheckpointError(
             f"{name_or_path!r} is neither a local folder nor a Hugging Face model that could be fetched: {error}"

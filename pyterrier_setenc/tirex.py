@@ -7,35 +7,39 @@ from ``$inputDataset`` and writes the run to ``$outputDir``::
 
 Missing folders are taken from ``TIRA_INPUT_DATASET`` and ``TIRA_OUTPUT_DIR``, a missing model from ``SETENC_MODEL``
 (else ``/model``, where the Docker image keeps its checkpoint). The run is written as TIREx normalises runs: queries
-in order, passages by descending score, ranks from 1, at most 1,000 passages a query, one system tag. It appears
-only when complete; a failed run leaves no ``run.txt`` and ends with a message that names the problem.
+in order, passages by descending score, ranks from 1, at most 1,000 passages a query, one system tag.
+
+Everything is checked before anything is touched, in this order: the output folder can be written, the tag, the
+input (:func:`pyterrier_setenc.io.read_rerank`), the model loads. Then the candidates are scored and ``run.txt`` is
+written atomically. A failed or killed run ends with a message that names the problem and leaves an earlier
+``run.txt`` as it was; errors about a row of the input name its line.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import re
 import sys
 import traceback
-import zlib
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from .atomic import atomic_write
-from .checkpoint import _FILES, CheckpointError, load_checkpoint
+from .atomic import OutputPathError, check_writable
+from .checkpoint import CheckpointError
+from .io import InputFileError, check_tag, find_rerank, normalize_run, read_rerank, write_run
+from .tirex_image import download_model  # noqa: F401  (tira/Dockerfile imports it from here)
 
-INPUT_FILES = ("rerank.jsonl.gz", "rerank.jsonl")
 RUN_FILE = "run.txt"
-REQUIRED_FIELDS = ("qid", "query", "docno", "text")
 DEPTH = 1000
 BAKED_MODEL = "/model"
 PROGRAM = "pyterrier_setenc.tirex"
+SETTING_ERRORS = (InputFileError, OutputPathError, CheckpointError, ModuleNotFoundError)
 
 
 class TirexInputError(ValueError):
@@ -46,129 +50,7 @@ def say(message: str) -> None:
     print(f"{PROGRAM}: {message}", file=sys.stderr, flush=True)
 
 
-def find_input(location: Path) -> Path:
-    """``location`` itself when it is a file, else its ``rerank.jsonl.gz`` (preferred) or ``rerank.jsonl``."""
-    if location.is_file():
-        return location
-    if not location.is_dir():
-        raise TirexInputError(f"input {location} does not exist")
-    for name in INPUT_FILES:
-        if (location / name).is_file():
-            return location / name
-    found = sorted(path.name for path in location.iterdir())
-    raise TirexInputError(f"input folder {location} has no {' or '.join(INPUT_FILES)} (it holds: {found or 'nothing'})")
-
-
-def read_rerank(path: Path) -> pd.DataFrame:
-    """The rows of a TIREx ``rerank.jsonl(.gz)``, each line parsed by the ``tira`` client's own parser
-    (``original_query``/``original_document`` dropped, ``qid`` and ``docno`` as strings), with their ``line``
-    numbers. Raises :class:`TirexInputError` naming the file, the line and the problem."""
-    try:
-        from tira.io_utils import parse_jsonl_line
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError(f"reading TIREx input needs the tira client ({error}): "
-                                  "pip install 'pyterrier-setenc[tira]'") from None
-
-    rows = []
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as file:
-            for number, line in enumerate(file, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}, line {number}"
-                if not line.lstrip().startswith("{"):
-                    raise TirexInputError(f"{where}: not a JSON object: {line.strip()[:80]!r}")
-                try:
-                    row = parse_jsonl_line(line, load_default_text=True)
-                except ValueError as error:  # json.JSONDecodeError
-                    raise TirexInputError(f"{where}: not valid JSON ({error})") from None
-                missing = [name for name in REQUIRED_FIELDS if name not in row]
-                if missing:
-                    raise TirexInputError(f"{where}: missing field(s) {missing}; every line needs "
-                                          f"{list(REQUIRED_FIELDS)}, found {sorted(row)}")
-                check_row(row, where)
-                row["line"] = number
-                rows.append(row)
-    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise TirexInputError(f"{path}: cannot be read to its end, the gzip file is truncated or corrupt "
-                              f"({type(error).__name__}: {error})") from None
-    except UnicodeDecodeError as error:
-        raise TirexInputError(f"{path}: not UTF-8 text ({error})") from None
-    if not rows:
-        raise TirexInputError(f"{path}: is empty, there are no candidates to re-rank")
-    frame = pd.DataFrame(rows)
-    check_lists(frame, path)
-    return frame
-
-
-def check_row(row: dict, where: str) -> None:
-    for name in ("qid", "docno"):
-        if row[name] in ("None", "") or re.search(r"\s", row[name]):
-            raise TirexInputError(f"{where}: {name} {row[name]!r} is missing, empty or holds whitespace, which a "
-                                  "TREC run cannot hold")
-    if not isinstance(row["query"], str) or not row["query"].strip():
-        raise TirexInputError(f"{where}: query {row['query']!r} is missing, empty or not a string")
-    if row["text"] is not None and not isinstance(row["text"], str):
-        raise TirexInputError(f"{where}: text must be a string, got {type(row['text']).__name__}")
-
-
-def check_lists(frame: pd.DataFrame, path: Path) -> None:
-    repeated = frame[frame.duplicated(["qid", "docno"], keep=False)]
-    if len(repeated):
-        first = repeated.iloc[0]
-        lines = repeated[(repeated["qid"] == first["qid"]) & (repeated["docno"] == first["docno"])]["line"].tolist()
-        raise TirexInputError(f"{path}: docno {first['docno']!r} occurs more than once for qid {first['qid']!r} "
-                              f"(lines {lines})")
-    queries = frame.groupby("qid", sort=False)["query"].nunique()
-    if (queries > 1).any():
-        qid = queries[queries > 1].index[0]
-        raise TirexInputError(f"{path}: qid {qid!r} has more than one query text "
-                              f"(lines {frame[frame['qid'] == qid]['line'].tolist()[:10]})")
-
-
-def rerank(frame: pd.DataFrame, reranker: pt.Transformer) -> pd.DataFrame:
-    """``qid``, ``docno`` and ``score`` of every row of ``frame``, scored by the re-ranker. Passages without text
-    follow the re-rankers' rule (:mod:`pyterrier_setenc.reranker`): they are scored as empty passages, with a
-    warning that says how many."""
-    scored = reranker(frame[["qid", "query", "docno", "text"]].reset_index(drop=True))
-    if len(scored) != len(frame):
-        raise RuntimeError(f"the re-ranker returned {len(scored)} rows for {len(frame)} candidates")
-    return scored[["qid", "docno", "score"]]
-
-
-def normalize_run(scores: pd.DataFrame, tag: str, depth: int = DEPTH) -> pd.DataFrame:
-    """TREC run rows (``qid Q0 docno rank score tag``) ordered as TIREx normalises runs: queries by numeric qid when
-    all qids are integers (else by text), passages by descending score (ties: descending docno), ranks from 1, at
-    most ``depth`` passages a query. Unlike TIREx, qids keep their text (``"007"`` stays ``"007"``)."""
-    run = scores[["qid", "docno", "score"]].copy()
-    run["score"] = run["score"].astype("float64")
-    bad = ~np.isfinite(run["score"].to_numpy())
-    if bad.any():
-        row = run[bad].iloc[0]
-        raise ValueError(f"{int(bad.sum())} score(s) are not finite, e.g. {row['score']} for qid {row['qid']!r} "
-                         f"docno {row['docno']!r}")
-    try:
-        run["order"] = run["qid"].astype(int)
-    except ValueError:
-        run["order"] = run["qid"]
-    run = run.sort_values(["order", "qid", "score", "docno"], ascending=[True, True, False, False], kind="stable")
-    run = run.groupby("qid", sort=False).head(depth)
-    run["rank"] = run.groupby("qid", sort=False).cumcount() + 1
-    run["Q0"] = "Q0"
-    run["tag"] = tag
-    return run[["qid", "Q0", "docno", "rank", "score", "tag"]].reset_index(drop=True)
-
-
-def write_run(run: pd.DataFrame, path: Path) -> Path:
-    """Writes ``run`` in TREC format to ``path`` atomically; on failure nothing is left behind."""
-
-    def write(file) -> None:
-        for qid, q0, docno, rank, score, tag in run.itertuples(index=False, name=None):
-            file.write(f"{qid} {q0} {docno} {rank} {float(score)!r} {tag}\n")
-
-    return atomic_write(path, write)
-
+# --- tags ------------------------------------------------------------------------------------------------------------
 
 def tag_from_name(name: str) -> str:
     """A system tag from a name: characters other than letters, digits and ``._+-`` become ``-``."""
@@ -183,48 +65,93 @@ def default_tag(model) -> str:
     return tag_from_name(path.name if path.exists() else name)
 
 
-def check_tag(tag: str) -> str:
-    if not tag or re.search(r"\s", tag):
-        raise TirexInputError(f"tag {tag!r} must be non-empty and without whitespace (it is a TREC run's last column)")
-    return tag
+def valid_tag(tag: str) -> str:
+    try:
+        return check_tag(tag)
+    except ValueError as error:
+        raise TirexInputError(str(error)) from None
 
+
+# --- scoring ---------------------------------------------------------------------------------------------------------
+
+def lines_named(message: str, frame: pd.DataFrame) -> list[int]:
+    """The input lines of the rows a message names by their qid and docno (as the re-rankers name them:
+    ``qid='1' docno='8172'``)."""
+    named = [repr(qid) in message and repr(docno) in message for qid, docno in zip(frame["qid"], frame["docno"])]
+    return frame.loc[named, "line"].tolist()
+
+
+@contextmanager
+def naming_lines(frame: pd.DataFrame, source: Path) -> Iterator[None]:
+    """Turns an error or warning about rows of ``frame`` (named by qid and docno) into one that names their
+    lines in ``source`` as well; other errors pass unchanged."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    except ValueError as error:
+        lines = lines_named(str(error), frame) if not isinstance(error, TirexInputError) else []
+        if not lines:
+            raise
+        raise TirexInputError(f"{source}, line(s) {lines[:10]}: {error}") from None
+    finally:
+        for warning in caught:  # issued again once the recording has ended
+            lines = lines_named(str(warning.message), frame)
+            message = f"{source}, line(s) {lines[:10]}: {warning.message}" if lines else warning.message
+            warnings.warn_explicit(message, warning.category, warning.filename, warning.lineno)
+
+
+def rerank(frame: pd.DataFrame, reranker: pt.Transformer) -> pd.DataFrame:
+    """``qid``, ``docno`` and ``score`` of every row of ``frame``, scored by the re-ranker. Passages without text
+    follow the re-rankers' rule (:mod:`pyterrier_setenc.reranker`): they are scored as empty passages, with a
+    warning that says how many."""
+    scored = reranker(frame[["qid", "query", "docno", "text"]].reset_index(drop=True))
+    if len(scored) != len(frame):
+        raise RuntimeError(f"the re-ranker returned {len(scored)} rows for {len(frame)} candidates")
+    return scored[["qid", "docno", "score"]]
+
+
+def load_model(model, batch_size: int | None = None) -> pt.Transformer:
+    """``model`` itself when it is a transformer, else the re-ranker :func:`pyterrier_setenc.load_reranker` fits
+    to the checkpoint."""
+    if isinstance(model, pt.Transformer):
+        return model
+    from . import load_reranker
+
+    options = {"verbose": True} | ({"batch_size": batch_size} if batch_size is not None else {})
+    return load_reranker(model, **options)
+
+
+# --- the run ---------------------------------------------------------------------------------------------------------
 
 def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, model, *, tag: str | None = None,
                 batch_size: int | None = None, depth: int = DEPTH) -> Path:
     """Re-ranks a TIREx ``rerank.jsonl(.gz)`` (a file or the folder holding it) and writes ``output_dir/run.txt``.
 
     ``model`` is a checkpoint name or folder (loaded with :func:`pyterrier_setenc.load_reranker`) or a re-ranker.
-    An earlier ``run.txt`` in ``output_dir`` is removed first, so a failed run leaves none.
+    The output folder (made if missing), the tag, the input and the model are checked before anything is scored;
+    ``run.txt`` is replaced atomically, so a failure leaves an earlier one as it was.
 
     >>> from pyterrier_setenc.tirex import rerank_file
     >>> rerank_file("tirex-input/", "tirex-output/", "webis/set-encoder-base")  # doctest: +SKIP
     PosixPath('tirex-output/run.txt')
     """
-    output = Path(output_dir)
-    if output.exists() and not output.is_dir():
-        raise TirexInputError(f"output {output} is a file; it must be a folder")
-    output.mkdir(parents=True, exist_ok=True)
-    target = output / RUN_FILE
-    if target.exists():
-        say(f"removing the earlier {target}")
-        target.unlink()
-    tag = check_tag(tag if tag is not None else default_tag(model))
-    source = find_input(Path(input_path))
+    target = check_writable(Path(output_dir) / RUN_FILE)
+    tag = valid_tag(tag if tag is not None else default_tag(model))
+    source = find_rerank(input_path)
     frame = read_rerank(source)
     say(f"read {len(frame)} candidates of {frame['qid'].nunique()} queries from {source}")
-    if isinstance(model, pt.Transformer):
-        reranker = model
-    else:
-        from . import load_reranker
-
-        options = {"verbose": True} | ({"batch_size": batch_size} if batch_size is not None else {})
-        reranker = load_reranker(model, **options)
+    reranker = load_model(model, batch_size)
     say(f"re-ranking with {reranker!r}")
-    run = normalize_run(rerank(frame, reranker), tag, depth)
-    write_run(run, target)
+    with naming_lines(frame, source):
+        run = normalize_run(rerank(frame, reranker), tag, depth)
+    write_run(target, run, tag)
     say(f"wrote {len(run)} lines for {run['qid'].nunique()} queries to {target}")
     return target
 
+
+# --- the command line ------------------------------------------------------------------------------------------------
 
 def resolve_folder(value: str | None, variable: str, option: str) -> Path:
     """A folder from its option; when the option is missing or an unexpanded ``$variable`` (a Docker command run
@@ -254,6 +181,13 @@ def resolve_model(value: str | None) -> str:
                           f"model in {BAKED_MODEL})")
 
 
+def resolve_tag(value: str | None) -> str | None:
+    """The tag from its option, else from ``SETENC_TAG`` (made a valid tag), else ``None`` (from the model)."""
+    if value is None and os.environ.get("SETENC_TAG", "").strip():
+        return tag_from_name(os.environ["SETENC_TAG"])
+    return value
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -261,7 +195,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The entry point's options; add new ones here and read them in :func:`main`."""
     parser = argparse.ArgumentParser(prog=f"python -m {PROGRAM}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", help="folder with rerank.jsonl.gz or rerank.jsonl, or the file itself "
                                         "(default: $TIRA_INPUT_DATASET)")
@@ -271,7 +206,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="passages per forward pass (default: the re-ranker's)")
     parser.add_argument("--tag", default=None,
                         help="system tag of the run (default: $SETENC_TAG, else from the model's name)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,32 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = resolve_folder(args.output, "TIRA_OUTPUT_DIR", "--output")
         source = resolve_folder(args.input, "TIRA_INPUT_DATASET", "--input")
         model = resolve_model(args.model)
-        tag = args.tag
-        if tag is None and os.environ.get("SETENC_TAG", "").strip():
-            tag = tag_from_name(os.environ["SETENC_TAG"])
-        rerank_file(source, output, model, tag=tag, batch_size=args.batch_size)
-    except (TirexInputError, CheckpointError, ModuleNotFoundError) as error:
+        rerank_file(source, output, model, tag=resolve_tag(args.tag), batch_size=args.batch_size)
+    except (TirexInputError, *SETTING_ERRORS) as error:
         say(f"error: {error}")
         return 1
-    except Exception as error:  # anything else: the traceback helps, the run is not written
+    except Exception as error:  # anything else: the traceback helps; the output folder is as it was
         traceback.print_exc()
-        say(f"error: re-ranking failed ({type(error).__name__}: {error}); no {RUN_FILE} was written")
+        say(f"error: re-ranking failed ({type(error).__name__}: {error}); {RUN_FILE} was not written")
         return 1
     return 0
-
-
-def download_model(name: str, target: str | os.PathLike) -> Path:
-    """Fetches a checkpoint's files from the Hugging Face hub into ``target`` (for building the Docker image) and
-    checks that they are a checkpoint the suite reads.
-
-    >>> download_model("webis/set-encoder-base", "/model")  # doctest: +SKIP
-    """
-    from huggingface_hub import snapshot_download
-
-    path = Path(snapshot_download(name, local_dir=str(target), allow_patterns=_FILES))
-    checkpoint = load_checkpoint(path, weights=False)
-    say(f"{name} saved in {path}: a {checkpoint.kind} checkpoint with a {checkpoint.backbone} backbone")
-    return path
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from tira.third_party_integrations import normalize_run as tira_normalize_run
 
 from conftest import DATA, FIXTURES, REPO, build_hf_cross_encoder
 from pyterrier_setenc import SetEncoderReRanker
-from pyterrier_setenc.tirex import main, normalize_run, read_rerank, rerank_file
+from pyterrier_setenc.tirex import main, rerank_file
 
 SAMPLE = DATA / "tirex-sample" / "rerank.jsonl.gz"
 DOCKERFILE = REPO / "tira" / "Dockerfile"
@@ -141,15 +142,6 @@ def test_dl19_in_process_matches_the_reranker(tmp_path, model_path, dl19_input):
     assert_run_matches(read_run(tmp_path), expected, "t")
 
 
-def test_reader_agrees_with_the_tira_loader():
-    ours = read_rerank(SAMPLE)
-    theirs = all_lines_to_pandas(SAMPLE, load_default_text=True)
-    columns = ["qid", "query", "docno", "text", "rank", "score"]
-    pd.testing.assert_frame_equal(ours[columns], theirs[columns])
-    assert ours["docno"].iloc[0] == "8172" and ours["line"].tolist() == list(range(1, 11))
-    assert "original_document" not in ours.columns
-
-
 def test_environment_variables_and_unexpanded_placeholders(tmp_path, monkeypatch, hf_model):
     """Without options, folders come from TIRA_INPUT_DATASET/TIRA_OUTPUT_DIR, the model from SETENC_MODEL and the
     tag from SETENC_TAG; a literal ``$inputDataset`` (the exec-form entrypoint run outside TIRA) falls back too."""
@@ -235,6 +227,18 @@ def make_bad_input(case: str, folder: Path) -> tuple[Path, list[str]]:
     if case == "docno-with-space":
         write_lines(gz, edited(1, docno="a b"))
         return folder, [str(gz), "line 2", "whitespace"]
+    if case == "bool-docno":  # tira's loader would make it "True"
+        write_lines(gz, edited(1, docno=True))
+        return folder, [str(gz), "line 2", "docno must be a JSON string or integer, got true"]
+    if case == "float-qid":  # "1.0", which matches no qrels
+        write_lines(gz, edited(0, qid=1.0))
+        return folder, [str(gz), "line 1", "qid must be a JSON string or integer, got 1.0"]
+    if case == "list-docno":  # "[1]"
+        write_lines(gz, edited(5, docno=[1]))
+        return folder, [str(gz), "line 6", "docno must be a JSON string or integer, got a JSON array"]
+    if case == "surrogate-text":  # JSON's "\ud800": not text; pandas' string columns cannot even hold it
+        write_lines(gz, edited(3, text="lobster \ud800 shell"))
+        return folder, [str(gz), "line 4", "text holds a lone surrogate"]
     if case == "no-input-file":
         (folder / "other.txt").write_text("x")
         return folder, [str(folder), "no rerank.jsonl.gz or rerank.jsonl", "other.txt"]
@@ -245,7 +249,7 @@ def make_bad_input(case: str, folder: Path) -> tuple[Path, list[str]]:
 
 BAD_INPUTS = ["missing-field", "missing-qid", "empty-gzip", "empty-file", "blank-lines", "truncated-gzip", "not-gzip",
               "bad-json", "not-an-object", "repeated-docno", "two-query-texts", "empty-query", "docno-with-space",
-              "no-input-file", "no-folder"]
+              "bool-docno", "float-qid", "list-docno", "surrogate-text", "no-input-file", "no-folder"]
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
@@ -255,13 +259,13 @@ def test_bad_input_ends_with_a_clear_message_and_no_run(case, tmp_path, capsys, 
     source, phrases = make_bad_input(case, folder)
     output = tmp_path / "output"
     output.mkdir()
-    (output / "run.txt").write_text("1 Q0 d 1 1.0 stale\n")  # an earlier run must not survive a failed one
+    (output / "run.txt").write_text("1 Q0 d 1 1.0 earlier\n")  # an earlier run survives a failed one unchanged
     assert main(["--input", str(source), "--output", str(output), "--model", str(hf_model)]) == 1
     message = capsys.readouterr().err
     for phrase in phrases:
         assert phrase in message
     assert "Traceback" not in message
-    assert os.listdir(output) == []
+    assert os.listdir(output) == ["run.txt"] and (output / "run.txt").read_text() == "1 Q0 d 1 1.0 earlier\n"
 
 
 def test_bad_input_from_the_command_line(tmp_path, hf_model):
@@ -336,29 +340,111 @@ def test_failures_leave_no_run_and_no_temporary_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path / "out") == []
 
 
-@pytest.mark.parametrize("qids", [["2", "10", "1"], ["q2", "q10", "q1"]])
-def test_normalisation_matches_tira(qids):
-    """Ordering, ranks and the 1,000-passage cut agree with tira's ``normalize_run`` (with ties in the scores)."""
-    rng = np.random.default_rng(0)
-    sizes = [1200, 5, 1000]
-    frame = pd.DataFrame({
-        "qid": np.repeat(qids, sizes),
-        "docno": [f"d{i}" for size in sizes for i in range(size)],
-        "score": np.round(rng.normal(size=sum(sizes)), 1),  # many ties: broken by docno, descending
-    })
-    ours = normalize_run(frame, "tag")
-    golden = tira_normalize_run(frame.copy(), "tag")
-    assert ours.groupby("qid", sort=False).size().to_dict() == {qids[2]: 1000, qids[1]: 5, qids[0]: 1000}
-    assert ours["qid"].tolist() == golden["qid"].astype(str).tolist()
-    for column in ("docno", "rank", "score"):
-        assert ours[column].tolist() == golden[column].tolist()
+def test_scoring_errors_name_the_input_line(tmp_path):
+    """An error of the scoring step that names a row by qid and docno is given that row's line of the input."""
+    lines = sample_lines()
+    lines[6]["text"] = "nan"
+    write_lines(tmp_path / "rerank.jsonl", lines)
+    earlier = "1 Q0 d 1 1.0 earlier\n"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "run.txt").write_text(earlier)
+    with pytest.raises(ValueError) as caught:
+        rerank_file(tmp_path, tmp_path / "out", LengthScorer(), tag="len")
+    assert str(caught.value).startswith(f"{tmp_path / 'rerank.jsonl'}, line(s) [7]: 1 score(s) are not finite")
+    assert f"docno='{lines[6]['docno']}'" in str(caught.value)
+    assert os.listdir(tmp_path / "out") == ["run.txt"] and (tmp_path / "out" / "run.txt").read_text() == earlier
 
 
-def test_normalisation_keeps_qid_text():
-    frame = pd.DataFrame({"qid": ["010", "010", "9"], "docno": ["a", "b", "c"], "score": [1.0, 2.0, 0.5]})
-    run = normalize_run(frame, "t")
-    assert run.values.tolist() == [["9", "Q0", "c", 1, 0.5, "t"], ["010", "Q0", "b", 1, 2.0, "t"],
-                                   ["010", "Q0", "a", 2, 1.0, "t"]]
+def test_the_output_is_checked_first_and_nothing_is_touched_before_every_check(tmp_path, capsys, hf_model):
+    """A bad output folder is reported before a missing input or model; a bad tag, input or model leaves an
+    earlier run.txt as it was (the model check comes after the input's, the expensive one last)."""
+    (tmp_path / "a-file").write_text("x")
+    for output in (tmp_path / "a-file", tmp_path / "a-file" / "below"):
+        assert main(["--input", str(tmp_path / "missing"), "--output", str(output), "--model", "no-model"]) == 1
+        message = capsys.readouterr().err
+        assert f"output {tmp_path / 'a-file'}" in message or f"output folder {output}" in message, message
+        assert "missing" not in message and "Traceback" not in message
+    output = tmp_path / "out"
+    output.mkdir()
+    earlier = "1 Q0 d 1 1.0 earlier\n"
+    (output / "run.txt").write_text(earlier)
+    cases = [(["--input", str(SAMPLE), "--model", str(hf_model), "--tag", "a b"], "without whitespace"),
+             (["--input", str(tmp_path / "missing"), "--model", str(tmp_path / "no-model")], "does not exist"),
+             (["--input", str(SAMPLE), "--model", str(tmp_path / "no-model")], "no-model")]
+    for arguments, phrase in cases:
+        assert main([*arguments, "--output", str(output)]) == 1
+        message = capsys.readouterr().err
+        assert phrase in message, message
+        assert os.listdir(output) == ["run.txt"] and (output / "run.txt").read_text() == earlier
+
+
+KILL_HOOK = """
+import os, sys, time
+rename = os.replace
+def replace_slowly(source, target):  # the temporary file is complete: say so and wait to be killed
+    print("RENAMING", file=sys.stderr, flush=True)
+    time.sleep(600)
+    rename(source, target)
+os.replace = replace_slowly
+from pyterrier_setenc.tirex import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_run_leaves_the_earlier_or_the_complete_new_result(tmp_path):
+    """SIGKILL at several moments of a run (while starting, 0.5 s, 1 s and 2 s in; with the new run complete in its
+    temporary file, before the rename; after the end): the folder holds the complete earlier run.txt or the
+    complete new one, besides at most a temporary file, and the next successful run leaves only run.txt."""
+    model = FIXTURES / "setenc-int"
+    arguments = ["--input", str(SAMPLE.parent), "--model", str(model), "--tag", "t"]
+    reference = tmp_path / "reference"
+    assert main([*arguments, "--output", str(reference)]) == 0
+    new = (reference / "run.txt").read_text()
+    earlier = "1 Q0 d 1 1.0 earlier\n"
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    points = (0.5, 1.0, 2.0, "before-rename", "finished")
+    processes = {}
+    try:
+        for point in points:  # all at once: the timed kills land while the others run
+            output = tmp_path / f"out-{point}"
+            output.mkdir()
+            (output / "run.txt").write_text(earlier)
+            command = [sys.executable, "-c", KILL_HOOK] if point == "before-rename" else \
+                [sys.executable, "-m", "pyterrier_setenc.tirex"]
+            processes[point] = subprocess.Popen([*command, *arguments, "--output", str(output)], cwd=REPO,
+                                                env=environment, stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.PIPE if point == "before-rename" else
+                                                subprocess.DEVNULL, text=True)
+        started = time.monotonic()
+        for point in (0.5, 1.0, 2.0):
+            time.sleep(max(0.0, started + point - time.monotonic()))
+            processes[point].kill()  # SIGKILL
+        assert any("RENAMING" in line for line in processes["before-rename"].stderr), "it ended before its rename"
+        processes["before-rename"].kill()
+        assert processes["finished"].wait(timeout=300) == 0
+        processes["finished"].kill()
+    finally:
+        for process in processes.values():
+            process.kill()
+            process.wait(timeout=60)
+            if process.stderr:
+                process.stderr.close()
+    outcomes = {}
+    for point in points:
+        output = tmp_path / f"out-{point}"
+        names = sorted(os.listdir(output))
+        assert "run.txt" in names
+        assert all(re.fullmatch(r"\.run\.txt\.\d+\.[0-9a-f]{8}\.tmp", name) for name in names if name != "run.txt")
+        content = (output / "run.txt").read_text()
+        assert content in (earlier, new), content[:200]
+        outcomes[point] = "new" if content == new else "earlier"
+        if point == "before-rename":
+            assert len(names) == 2 and content == earlier  # the complete new run waits beside it, never half
+            assert (output / names[0]).read_text() == new
+    assert outcomes["finished"] == "new"
+    output = tmp_path / "out-before-rename"
+    assert main([*arguments, "--output", str(output)]) == 0
+    assert os.listdir(output) == ["run.txt"] and (output / "run.txt").read_text() == new
 
 
 def instructions(path: Path) -> dict[str, list[str]]:
