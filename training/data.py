@@ -263,6 +263,62 @@ class GradedCandidates(_Source):
         return cls(queries=queries, texts=texts, candidates=ranked, qrels=read_qrels(qrels), **options)
 
 
+@dataclass
+class TeacherScores(_Source):
+    """A teacher's scores over a first-stage candidate list (``*.teacher.jsonl.gz`` from
+    :mod:`training.distill`): the first-stage top ``k`` in a shuffled order, ``k`` drawn from ``list_sizes`` (all
+    candidates if not given), targets the teacher's scores (for a distillation loss such as ``listnet``)."""
+
+    candidates: dict[str, list[str]] = field(default_factory=dict)
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    list_sizes: list[int] | None = None
+
+    def __post_init__(self):
+        if self.list_sizes is not None and (not self.list_sizes or min(self.list_sizes) < 2):
+            raise ValueError(f"list_sizes must be a non-empty list of sizes of at least 2, not {self.list_sizes!r}")
+        self.qids = [qid for qid in sorted(self.candidates) if qid in self.queries and len(self.candidates[qid]) >= 2]
+        if not self.qids:
+            raise ValueError("no query has at least two candidates with teacher scores")
+
+    def sample(self, index: int, seed: int = 0, epoch: int = 0) -> Sample:
+        qid = self.qids[index]
+        rng = _rng(seed, epoch, index)
+        docnos = list(self.candidates[qid])
+        if self.list_sizes:
+            docnos = docnos[:rng.choice(self.list_sizes)]
+        rng.shuffle(docnos)
+        return self._make(qid, docnos, [self.scores[qid][d] for d in docnos])
+
+    @classmethod
+    def from_files(cls, candidates: str | os.PathLike, **options) -> TeacherScores:
+        """A ``*.teacher.jsonl.gz`` file: ``rerank.jsonl.gz`` rows with a ``teacher_score`` field."""
+        queries, ranked, texts = read_candidates(candidates)
+        scores: dict[str, dict[str, float]] = defaultdict(dict)
+        with _open(candidates) as file:
+            for number, line in enumerate(file, 1):
+                row = json.loads(line)
+                if "teacher_score" not in row:
+                    raise ValueError(f"{candidates}:{number}: no teacher_score field")
+                scores[str(row["qid"])][str(row["docno"])] = float(row["teacher_score"])
+        return cls(queries=queries, texts=texts, candidates=ranked, scores=dict(scores), **options)
+
+
+class Repeated:
+    """A source whose queries count ``times`` times in the mixture (each repeat draws its own sample)."""
+
+    def __init__(self, source: _Source, times: int):
+        if times < 1:
+            raise ValueError(f"repeat must be at least 1, not {times}")
+        self.source, self.times = source, times
+
+    def __len__(self) -> int:
+        return len(self.source) * self.times
+
+    def sample(self, index: int, seed: int = 0, epoch: int = 0) -> Sample:
+        repeat, offset = divmod(index, len(self.source))
+        return self.source.sample(offset, seed=seed, epoch=epoch * self.times + repeat)
+
+
 class Mixture:
     """Several sources as one: index ``i`` runs through the queries of each source in turn."""
 
@@ -315,18 +371,20 @@ def from_ir_datasets(dataset_id: str, run_id: str | None = None) -> tuple[dict[s
     return queries, run, dict(qrels), text
 
 
-def build_source(spec: dict, root: str | os.PathLike | None = None) -> _Source:
+def build_source(spec: dict, root: str | os.PathLike | None = None) -> _Source | Repeated:
     """A source from a configuration entry, e.g. ``{"kind": "graded", "candidates": "...", "qrels": "...",
     "list_size": 32}``; relative paths are taken from ``root``. ``ir_datasets: ID`` reads queries, qrels, texts
     and the ranking online instead (the ranking from ``run_ir_datasets: ID`` or a TREC ``run`` file if given)."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    classes = {"hard_negatives": HardNegatives, "teacher": TeacherRanking, "graded": GradedCandidates}
+    classes = {"hard_negatives": HardNegatives, "teacher": TeacherRanking, "graded": GradedCandidates,
+               "teacher_scores": TeacherScores}
     if kind not in classes:
         raise ValueError(f"data source kind must be one of {sorted(classes)}, not {kind!r}")
     base = Path(root) if root is not None else Path.cwd()
     path = (lambda key: base / spec.pop(key))
-    options = {key: spec.pop(key) for key in ("list_size", "depth", "min_relevance") if key in spec}
+    options = {key: spec.pop(key) for key in ("list_size", "depth", "min_relevance", "list_sizes") if key in spec}
+    repeat = int(spec.pop("repeat", 1))
     if "ir_datasets" in spec:
         queries, run, qrels, text = from_ir_datasets(spec.pop("ir_datasets"), spec.pop("run_ir_datasets", None))
         if "run" in spec:  # a TREC run file instead of the dataset's scoreddocs
@@ -340,8 +398,10 @@ def build_source(spec: dict, root: str | os.PathLike | None = None) -> _Source:
             source = HardNegatives(run=run, qrels=qrels, **arguments, **options)
     elif kind == "teacher":
         source = TeacherRanking.from_files(path("run"), path("candidates"), **options)
+    elif kind == "teacher_scores":
+        source = TeacherScores.from_files(path("candidates"), **options)
     else:
         source = classes[kind].from_files(path("candidates"), path("qrels"), **options)
     if spec:
         raise ValueError(f"unknown keys in data source {kind!r}: {sorted(spec)}")
-    return source
+    return Repeated(source, repeat) if repeat != 1 else source

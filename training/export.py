@@ -23,17 +23,23 @@ _TOKENIZER_CLASS = {"set-encoder": "SetEncoderTokenizer", "mono": "CrossEncoderT
 _BACKBONE_TOKENIZER = {"bert": "BertTokenizerFast", "electra": "ElectraTokenizerFast"}
 
 
-def lightning_ir_state_dict(model: CrossEncoder) -> dict[str, torch.Tensor]:
+DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+
+
+def lightning_ir_state_dict(model: CrossEncoder, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Weights named as lightning-ir names them: the backbone's without prefix, the head's ``linear.weight``."""
     state = {}
     for name, tensor in model.state_dict().items():
         key = name.removeprefix("backbone.").removeprefix("head.")
-        state[key] = tensor.detach().to("cpu", torch.float32).contiguous()
+        state[key] = tensor.detach().to("cpu", dtype).contiguous()
     return state
 
 
-def save_checkpoint(model: CrossEncoder, folder: str | os.PathLike) -> Path:
-    """Writes the checkpoint into ``folder`` atomically (a sibling temporary folder, then a rename)."""
+def save_checkpoint(model: CrossEncoder, folder: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
+    """Writes the checkpoint into ``folder`` atomically (a sibling temporary folder, then a rename); ``dtype``
+    (float32, float16 or bfloat16) is the dtype of the stored weights."""
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPE_NAMES.values())}, not {dtype!r}")
     if model.kind not in _TOKENIZER_CLASS:
         raise ValueError(f"only set-encoder and mono models are saved in lightning-ir's format, not {model.kind!r}")
     folder = Path(folder)
@@ -41,10 +47,10 @@ def save_checkpoint(model: CrossEncoder, folder: str | os.PathLike) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         config = dict(model.config)
-        config["dtype"] = "float32"
+        config["dtype"] = DTYPE_NAMES[dtype]
         with open(staging / "config.json", "w", encoding="utf-8") as file:
             json.dump(config, file, indent=2, sort_keys=True)
-        save_file(lightning_ir_state_dict(model), str(staging / "model.safetensors"), metadata={"format": "pt"})
+        save_file(lightning_ir_state_dict(model, dtype), str(staging / "model.safetensors"), metadata={"format": "pt"})
         source = getattr(model, "tokenizer_path", None)
         if source is None:
             raise ValueError("the model does not say where its tokenizer files are (tokenizer_path); build it with "
@@ -78,3 +84,26 @@ def _write_tokenizer(source: Path, target: Path, kind: str, config: dict) -> Non
         settings["add_extra_token"] = bool(config.get("add_extra_token", False))
     with open(target / "tokenizer_config.json", "w", encoding="utf-8") as file:
         json.dump(settings, file, indent=2, sort_keys=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.export SOURCE TARGET --dtype float16``: re-save a checkpoint (e.g. in fp16 to ship it)."""
+    import argparse
+
+    from .model import load_model
+
+    parser = argparse.ArgumentParser(description="Re-save a lightning-ir set-encoder/mono checkpoint.")
+    parser.add_argument("source", help="a checkpoint folder written by the trainer")
+    parser.add_argument("target", help="the folder to write (replaced atomically)")
+    parser.add_argument("--dtype", choices=sorted(DTYPE_NAMES.values()), default="float16")
+    args = parser.parse_args(argv)
+    dtype = {name: value for value, name in DTYPE_NAMES.items()}[args.dtype]
+    card = Path(args.target) / "README.md"
+    keep = card.read_text(encoding="utf-8") if card.is_file() else None
+    save_checkpoint(load_model(args.source), args.target, dtype=dtype)
+    if keep is not None:  # the model card is written by hand: keep it across re-exports
+        card.write_text(keep, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -70,15 +70,33 @@ def approx_discounted_rank_mse(scores: torch.Tensor, targets: torch.Tensor, temp
     return (errors.sum(-1) / valid.sum(-1)).mean()
 
 
-LOSSES = {"info_nce": info_nce, "lce": info_nce, "ranknet": ranknet,
+def listnet(scores: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """ListNet / KL distillation: cross-entropy of the list's softmax against the softmax of the teacher's
+    ``targets / temperature`` (the KL divergence up to the teacher's entropy, a constant). Teacher scores may be
+    negative (cosines), so no target is taken for padding here: every entry counts."""
+    scores, targets = _check(scores, targets)
+    teacher = torch.softmax(targets / temperature, dim=-1)
+    return -(teacher * torch.log_softmax(scores, dim=-1)).sum(-1).mean()
+
+
+LOSSES = {"info_nce": info_nce, "listnet": listnet, "lce": info_nce, "ranknet": ranknet,
           "approx_discounted_rank_mse": approx_discounted_rank_mse}
 
 
-def get_loss(name: str):
-    """A loss function by name: ``info_nce`` (``lce``), ``ranknet`` or ``approx_discounted_rank_mse``."""
+def get_loss(name: str, **options):
+    """A loss function by name: ``info_nce`` (``lce``), ``ranknet``, ``listnet`` or ``approx_discounted_rank_mse``;
+    ``options`` (e.g. ``temperature``) are bound to it."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; known: {sorted(LOSSES)}")
-    return LOSSES[name]
+    if not options:
+        return LOSSES[name]
+    import functools
+    import inspect
+
+    unknown = sorted(set(options) - set(inspect.signature(LOSSES[name]).parameters) - {"scores", "targets"})
+    if unknown:
+        raise ValueError(f"loss {name!r} has no options {unknown}")
+    return functools.partial(LOSSES[name], **options)
 
 
 def _check(scores: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

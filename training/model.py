@@ -30,7 +30,7 @@ BACKBONE_KEYS = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_laye
 
 def lightning_ir_config(backbone_config: dict[str, Any], kind: str, *, query_length: int = 32,
                         doc_length: int = 128, add_extra_token: bool = True, depth: int = 100,
-                        sample_missing_docs: bool = True) -> dict[str, Any]:
+                        sample_missing_docs: bool = True, pooling_strategy: str = "first") -> dict[str, Any]:
     """A lightning-ir 0.0.6 ``config.json`` for a ``set-encoder`` or ``mono`` model on the given backbone."""
     backbone = backbone_config.get("model_type")
     if backbone not in ("bert", "electra"):
@@ -40,7 +40,7 @@ def lightning_ir_config(backbone_config: dict[str, Any], kind: str, *, query_len
     config = {key: backbone_config[key] for key in BACKBONE_KEYS if key in backbone_config}
     config.setdefault("position_embedding_type", "absolute")
     config.update(model_type=kind, backbone_model_type=backbone, query_length=query_length, doc_length=doc_length,
-                  linear_bias=False, pooling_strategy="first", scoring_strategy="rank", _bert_pool=False,
+                  linear_bias=False, pooling_strategy=pooling_strategy, scoring_strategy="rank", _bert_pool=False,
                   adapter_config=None, use_adapter=False, pretrained_adapter_name_or_path=None,
                   tokenizer_pattern=None)
     prefix = {"set-encoder": "SetEncoder", "mono": "Mono"}[kind]
@@ -65,8 +65,8 @@ def _backbone_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def build_model(backbone: str | os.PathLike, kind: str = "set-encoder", *, query_length: int = 32,
                 doc_length: int = 128, add_extra_token: bool = True, depth: int = 100,
-                sample_missing_docs: bool = True, seed: int = 0, workdir: str | os.PathLike | None = None
-                ) -> CrossEncoder:
+                sample_missing_docs: bool = True, pooling_strategy: str = "first", seed: int = 0,
+                workdir: str | os.PathLike | None = None) -> CrossEncoder:
     """A ``CrossEncoder`` with the backbone's weights and a fresh ``linear`` head (and a fresh ``[INT]`` row).
 
     ``backbone`` is a folder or Hugging Face id of a ``BertModel``/``ElectraModel`` (or a model with such a base,
@@ -77,7 +77,8 @@ def build_model(backbone: str | os.PathLike, kind: str = "set-encoder", *, query
     with open(source / "config.json", encoding="utf-8") as file:
         backbone_config = json.load(file)
     config = lightning_ir_config(backbone_config, kind, query_length=query_length, doc_length=doc_length,
-                                 add_extra_token=add_extra_token, depth=depth, sample_missing_docs=sample_missing_docs)
+                                 add_extra_token=add_extra_token, depth=depth, sample_missing_docs=sample_missing_docs,
+                                 pooling_strategy=pooling_strategy)
     folder = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="setenc-train-"))
     folder.mkdir(parents=True, exist_ok=True)
     copy_tokenizer(source, folder, add_extra_token=kind == "set-encoder" and add_extra_token)
