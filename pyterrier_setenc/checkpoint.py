@@ -1,10 +1,16 @@
 """Recognising and reading checkpoints: lightning-ir ``set-encoder`` and ``mono`` folders and plain Hugging Face
 sequence-classification cross-encoders, from a Hugging Face id or a local folder. Weights are read with safetensors
-(or ``torch.load(weights_only=True)``); no code from a checkpoint is ever run."""
+(or ``torch.load(weights_only=True)``); no code from a checkpoint is ever run.
+
+Only the weight files a checkpoint declares are read (``model.safetensors``, or the shards its index lists, else
+``pytorch_model.bin`` or its shards). JSON files, weight files and the configuration (sizes, lengths) are checked
+here as they are read; whether the weights fit the model is checked in :mod:`.model`, the tokenizer files and lengths
+in :mod:`.tokenization`. Anything wrong is a :class:`CheckpointError` that names the file and the problem."""
 
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,13 +18,20 @@ from typing import Any, Literal
 
 import torch
 
+from .encoder import activation
+
 Kind = Literal["set-encoder", "mono", "hf-cross-encoder"]
 
 SUPPORTED_BACKBONES = ("bert", "electra")
 _HF_CLASSIFIERS = {"BertForSequenceClassification": "bert", "ElectraForSequenceClassification": "electra"}
 CHECKPOINT_FILES = ["config.json", "model.safetensors", "model.safetensors.index.json", "*.safetensors",
-                    "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-                    "special_tokens_map.json", "added_tokens.json"]
+                    "pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin", "tokenizer.json",
+                    "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "added_tokens.json"]
+SAFE_WEIGHTS, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
+BIN_WEIGHTS, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
+_REQUIRED_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                   "max_position_embeddings")
+DEFAULT_QUERY_LENGTH, DEFAULT_DOC_LENGTH = 32, 512  # lightning-ir's defaults when config.json gives none
 SUPPORTED_MESSAGE = (
     "supported are lightning-ir checkpoints with model_type 'set-encoder' or 'mono' (backbone bert or electra) and "
     "Hugging Face cross-encoders of the architectures " + ", ".join(_HF_CLASSIFIERS)
@@ -42,6 +55,7 @@ class Checkpoint:
     config: dict[str, Any]
     name: str = ""
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    weight_sources: dict[str, Path] = field(default_factory=dict, repr=False)  # weight name -> file it came from
 
     @property
     def add_extra_token(self) -> bool:
@@ -49,11 +63,11 @@ class Checkpoint:
 
     @property
     def query_length(self) -> int | None:
-        return self.config.get("query_length", 32) if self.kind != "hf-cross-encoder" else None
+        return self.config.get("query_length", DEFAULT_QUERY_LENGTH) if self.kind != "hf-cross-encoder" else None
 
     @property
     def doc_length(self) -> int | None:
-        return self.config.get("doc_length", 512) if self.kind != "hf-cross-encoder" else None
+        return self.config.get("doc_length", DEFAULT_DOC_LENGTH) if self.kind != "hf-cross-encoder" else None
 
 
 def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
@@ -86,7 +100,8 @@ def classify(config: dict[str, Any], where: str = "") -> tuple[Kind, str]:
         elif model_type in ("mono", "cross-encoder"):
             kind = "mono"
         else:
-            raise CheckpointError(f"{where}: lightning-ir model_type {model_type!r} is not supported; {SUPPORTED_MESSAGE}")
+            raise CheckpointError(f"{where}: lightning-ir model_type {model_type!r} is not supported; "
+                                  f"{SUPPORTED_MESSAGE}")
         if backbone not in SUPPORTED_BACKBONES:
             raise CheckpointError(f"{where}: backbone_model_type {backbone!r} is not supported; {SUPPORTED_MESSAGE}")
         if config.get("pooling_strategy", "first") not in ("first", "bert_pool", "mean", "sum", "max"):
@@ -105,28 +120,169 @@ def classify(config: dict[str, Any], where: str = "") -> tuple[Kind, str]:
     )
 
 
+def read_json(file: Path) -> dict[str, Any]:
+    """A JSON object from ``file``; anything else is a :class:`CheckpointError` that names the file."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{file} cannot be read: {error}") from error
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{file} is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        found = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+        raise CheckpointError(f"{file} must hold a JSON object, found {found}")
+    return value
+
+
 def read_config(path: Path) -> dict[str, Any]:
+    """``config.json`` of a checkpoint folder as a dict (its keys are checked by :func:`check_backbone_config`)."""
     config_file = path / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{path} has no config.json; {SUPPORTED_MESSAGE}")
-    with open(config_file, encoding="utf-8") as file:
-        return json.load(file)
+    return read_json(config_file)
+
+
+def _whole_number(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_backbone_config(config: dict[str, Any], config_file: Path) -> None:
+    """Refuses a BERT/ELECTRA configuration that cannot build a working encoder, naming the file and the key."""
+    for key in _REQUIRED_SIZES:
+        if key not in config:
+            raise CheckpointError(f"{config_file} has no {key}; a BERT/ELECTRA config.json gives "
+                                  + ", ".join(_REQUIRED_SIZES))
+    for key in (*_REQUIRED_SIZES, "type_vocab_size", "embedding_size"):
+        if key not in config or (key == "embedding_size" and config[key] is None):  # defaults: 2, hidden_size
+            continue
+        value = config[key]
+        if not _whole_number(value) or value < 1:
+            raise CheckpointError(f"{config_file}: {key} must be a whole number of at least 1, found {value!r}")
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    if hidden % heads:
+        raise CheckpointError(f"{config_file}: num_attention_heads {heads} does not divide hidden_size {hidden}")
+    pad = config.get("pad_token_id", 0)
+    if pad is not None and (not _whole_number(pad) or not 0 <= pad < config["vocab_size"]):
+        raise CheckpointError(f"{config_file}: pad_token_id {pad!r} is not a token id below vocab_size "
+                              f"{config['vocab_size']}")
+    eps = config.get("layer_norm_eps", 1e-12)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < 1:
+        raise CheckpointError(f"{config_file}: layer_norm_eps must be a small positive number, found {eps!r}")
+    try:
+        activation(config.get("hidden_act", "gelu"))
+    except (ValueError, TypeError) as error:
+        raise CheckpointError(f"{config_file}: {error}") from error
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        raise CheckpointError(f"{config_file}: position_embedding_type {config['position_embedding_type']!r} "
+                              "is not supported (only 'absolute')")
+
+
+def _check_pair_model(config: dict[str, Any], kind: Kind, config_file: Path) -> None:
+    """What a (query, passage) scorer needs beyond the encoder: two token types, usable lengths, 1 or 2 labels."""
+    if config.get("type_vocab_size", 2) < 2:
+        raise CheckpointError(f"{config_file}: type_vocab_size {config['type_vocab_size']} cannot tell query from "
+                              "passage tokens (at least 2)")
+    if kind == "hf-cross-encoder":
+        labels = config.get("id2label", {})
+        if not isinstance(labels, dict):
+            raise CheckpointError(f"{config_file}: id2label must be an object, found {labels!r}")
+        count = config.get("num_labels", len(labels) or 2)
+        if count not in (1, 2) or isinstance(count, bool):
+            raise CheckpointError(f"{config_file}: a cross-encoder with {count!r} labels (num_labels/id2label) is "
+                                  "not a relevance model (1 or 2 labels)")
+        return
+    positions = config["max_position_embeddings"]
+    for key, default in (("query_length", DEFAULT_QUERY_LENGTH), ("doc_length", DEFAULT_DOC_LENGTH)):
+        value = config.get(key, default)
+        if not _whole_number(value) or not 1 <= value <= positions:
+            raise CheckpointError(f"{config_file}: {key} must be a whole number from 1 to max_position_embeddings "
+                                  f"({positions}), found {value!r}")
+
+
+def declared_weight_files(path: Path) -> tuple[list[Path], Path | None, dict[str, str]]:
+    """The weight files a checkpoint declares, as Hugging Face reads them: ``model.safetensors``, else the shards
+    of ``model.safetensors.index.json``, else ``pytorch_model.bin``, else the shards of its index. Returns the files,
+    the index (or None) and the index's ``weight_map``. Other weight files in the folder are never read."""
+    if (path / SAFE_WEIGHTS).is_file():
+        return [path / SAFE_WEIGHTS], None, {}
+    if (path / SAFE_INDEX).is_file():
+        return _shards(path / SAFE_INDEX)
+    if (path / BIN_WEIGHTS).is_file():
+        return [path / BIN_WEIGHTS], None, {}
+    if (path / BIN_INDEX).is_file():
+        return _shards(path / BIN_INDEX)
+    stray = sorted(p.name for p in path.glob("*") if p.suffix in (".safetensors", ".bin", ".pt", ".pth"))
+    found = f"; found {stray}, which no index declares (not read)" if stray else ""
+    raise CheckpointError(f"{path} has no weights: expected {SAFE_WEIGHTS}, {SAFE_INDEX}, {BIN_WEIGHTS} or "
+                          f"{BIN_INDEX}{found}")
+
+
+def _shards(index: Path) -> tuple[list[Path], Path, dict[str, str]]:
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index}: weight_map must be a non-empty object of weight name -> shard file")
+    shards: dict[str, Path] = {}
+    for key, name in weight_map.items():
+        if not isinstance(name, str) or name != Path(name).name or name in ("", ".", ".."):
+            raise CheckpointError(f"{index}: weight {key!r} is in {name!r}, not a file name in the checkpoint folder")
+        if name not in shards:
+            if not (index.parent / name).is_file():
+                raise CheckpointError(f"{index} lists the shard {name}, which is missing")
+            shards[name] = index.parent / name
+    return list(shards.values()), index, weight_map
+
+
+def read_weight_file(file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of one ``.safetensors`` file, or of a PyTorch file read with ``weights_only=True`` (no code from
+    it runs); a file that is not such a mapping of names to tensors is a :class:`CheckpointError` naming it."""
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(file))
+        except Exception as error:  # SafetensorError (truncated, garbage header), OSError
+            raise CheckpointError(f"{file} is not a readable safetensors file ({type(error).__name__}: "
+                                  f"{error})") from error
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError (objects other than tensors), a truncated zip, OSError
+        raise CheckpointError(f"{file} is not a readable PyTorch weights file of tensors only "
+                              f"({type(error).__name__}: {error})") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file} holds a {type(state).__name__}, not a mapping of weight names to tensors")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{file}: entry {key!r} is a {type(value).__name__}, not a tensor")
+    return state
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
+    """The weights the checkpoint declares (see :func:`declared_weight_files`) and, for each, the file it came from;
+    shards must hold exactly the weights their index assigns to them."""
+    files, index, weight_map = declared_weight_files(path)
+    state: dict[str, torch.Tensor] = {}
+    sources: dict[str, Path] = {}
+    for file in files:
+        tensors = read_weight_file(file)
+        if index is not None:
+            foreign = sorted(key for key in tensors if weight_map.get(key) != file.name)
+            if foreign:
+                raise CheckpointError(f"{file} holds weights {foreign[:5]} that {index.name} does not assign to it")
+        state.update(tensors)
+        sources.update(dict.fromkeys(tensors, file))
+    if index is not None:
+        absent = sorted(set(weight_map) - set(state))
+        if absent:
+            raise CheckpointError(f"{index} lists weights {absent[:5]} that are not in their shards")
+    return state, sources
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """All weights of a folder: ``*.safetensors`` (also sharded), else ``pytorch_model.bin`` with weights_only."""
-    from safetensors.torch import load_file
-
-    shards = sorted(path.glob("*.safetensors"))
-    if shards:
-        state: dict[str, torch.Tensor] = {}
-        for shard in shards:
-            state.update(load_file(str(shard)))
-        return state
-    binary = path / "pytorch_model.bin"
-    if binary.is_file():
-        return torch.load(binary, map_location="cpu", weights_only=True)
-    raise CheckpointError(f"{path} has no weights (model.safetensors or pytorch_model.bin)")
+    """All weights the checkpoint declares: ``model.safetensors`` (or its sharded index), else ``pytorch_model.bin``
+    (or its index) with ``weights_only``."""
+    return read_weights(path)[0]
 
 
 def load_checkpoint(name_or_path: str | os.PathLike, *, weights: bool = True) -> Checkpoint:
@@ -139,9 +295,8 @@ def load_checkpoint(name_or_path: str | os.PathLike, *, weights: bool = True) ->
     path = resolve(name_or_path)
     config = read_config(path)
     kind, backbone = classify(config, str(name_or_path))
-    if config.get("position_embedding_type", "absolute") != "absolute":
-        raise CheckpointError(f"{name_or_path}: position_embedding_type {config['position_embedding_type']!r} "
-                              "is not supported (only 'absolute')")
-    state = read_state_dict(path) if weights else {}
+    check_backbone_config(config, path / "config.json")
+    _check_pair_model(config, kind, path / "config.json")
+    state, sources = read_weights(path) if weights else ({}, {})
     return Checkpoint(path=path, kind=kind, backbone=backbone, config=config, name=str(name_or_path),
-                      state_dict=state)
+                      state_dict=state, weight_sources=sources)

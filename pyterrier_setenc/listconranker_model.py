@@ -23,7 +23,8 @@ from tokenizers.processors import TemplateProcessing
 from torch import nn
 
 from .batching import DEFAULT_TOKEN_BUDGET, pack
-from .checkpoint import CheckpointError, read_config, read_state_dict, resolve
+from .checkpoint import (CheckpointError, check_backbone_config, read_config, read_state_dict, read_weight_file,
+                         resolve)
 from .encoder import Backbone
 from .tokenization import _load_backend
 
@@ -202,7 +203,7 @@ class ListConRankerModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, list_transformer_layers: int | None = None,
-                        max_length: int = 512, revision: str | None = None) -> ListConRankerModel:
+                        max_length: int | None = 512, revision: str | None = None) -> ListConRankerModel:
         """Reads a checkpoint folder or Hugging Face id. ``list_transformer_layers`` (default: all the checkpoint
         holds) must match the checkpoint, as the published loader requires."""
         path = resolve(name_or_path, revision, _DOWNLOAD)
@@ -211,9 +212,7 @@ class ListConRankerModel(nn.Module):
         if config.get("model_type") != "bert":
             raise CheckpointError(f"{name}: the ListConRanker encoder must be a BERT model (config.json model_type "
                                   f"'bert'), found {config.get('model_type')!r}")
-        if config.get("position_embedding_type", "absolute") != "absolute":
-            raise CheckpointError(f"{name}: position_embedding_type {config['position_embedding_type']!r} is not "
-                                  "supported (only 'absolute')")
+        check_backbone_config(config, path / "config.json")
         weights = read_state_dict(path)
         encoder, projection, lists = _split_weights(weights, path, name)
         layers = sorted({int(key.split(".")[2]) for key in lists if key.startswith("list_transformer.layers.")})
@@ -225,7 +224,9 @@ class ListConRankerModel(nn.Module):
                                   f"holds {len(layers)} ListTransformer layers")
         width = projection["weight"].shape[0]
         feedforward = lists["list_transformer.layers.0.linear1.weight"].shape[0]
-        max_length = min(max_length, config["max_position_embeddings"])
+        # None: the checkpoint's own limit (its position embeddings)
+        limit = config["max_position_embeddings"]
+        max_length = limit if max_length is None else min(max_length, limit)
         model = cls(config, width, len(layers), feedforward, TextTokenizer(_load_backend(path), max_length), name)
         model._load(encoder, projection, lists)
         return model
@@ -306,7 +307,7 @@ def _split_weights(weights: dict[str, torch.Tensor], path: Path, name: str) -> t
     for file_name in LIST_FILES:
         prefix = file_name.removesuffix(".pt") + "."
         if (path / file_name).is_file():
-            parts[prefix] = torch.load(path / file_name, map_location="cpu", weights_only=True)
+            parts[prefix] = read_weight_file(path / file_name)
         elif any(key.startswith(prefix) for key in weights):
             parts[prefix] = {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
         else:

@@ -6,6 +6,7 @@ It covers lightning-ir ``set-encoder`` (inter-passage attention) and ``mono`` ch
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 import torch
@@ -16,6 +17,18 @@ from .batching import DEFAULT_TOKEN_BUDGET, PackedBatch, pack
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .encoder import Backbone
 from .tokenization import PairTokenizer
+
+
+# weights that checkpoints carry and that are harmless when the model does not use them: position and token type
+# id buffers older transformers versions saved, and BertModel's pooler when the scoring head does not use it
+HARMLESS_WEIGHTS = frozenset({"embeddings.position_ids", "embeddings.token_type_ids", "pooler.dense.weight",
+                              "pooler.dense.bias"})
+_LAYER = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
+
+
+def _where(sources: dict, key: str, files: list[str]) -> str:
+    """The file a weight came from (all weight files when not known)."""
+    return str(sources[key]) if key in sources else ", ".join(files)
 
 
 class LightningIRHead(nn.Module):
@@ -36,9 +49,11 @@ class LightningIRHead(nn.Module):
         else:
             lengths = torch.diff(batch.starts, append=batch.starts.new_tensor([len(hidden)]))
             sequence = torch.repeat_interleave(torch.arange(batch.size, device=hidden.device), lengths)
-            reduce = "amax" if self.pooling == "max" else "sum"
-            pooled = hidden.new_zeros(batch.size, hidden.shape[-1]).index_reduce_(0, sequence, hidden, reduce,
-                                                                                  include_self=False)
+            pooled = hidden.new_zeros(batch.size, hidden.shape[-1])
+            if self.pooling == "max":
+                pooled = pooled.index_reduce(0, sequence, hidden, "amax", include_self=False)
+            else:
+                pooled = pooled.index_add(0, sequence, hidden)
             if self.pooling == "mean":
                 pooled = pooled / lengths[:, None]
         if self.pooling == "bert_pool":
@@ -110,36 +125,67 @@ class CrossEncoder(nn.Module):
             head = LightningIRHead(config)
         self.backbone = Backbone(config, position)
         self.head = head
+        vocab = config["vocab_size"]
+        if self.tokenizer.vocab_size > vocab:
+            raise CheckpointError(f"{checkpoint.path / 'config.json'}: vocab_size {vocab} is smaller than the "
+                                  f"{self.tokenizer.vocab_size} token ids of {self.tokenizer.source}")
         if checkpoint.state_dict:
-            self._load(checkpoint.state_dict)
+            self._load(checkpoint)
         self.eval()
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> CrossEncoder:
         return cls(load_checkpoint(name_or_path), **kwargs)
 
-    def _load(self, state: dict[str, torch.Tensor]) -> None:
+    def _load(self, checkpoint: Checkpoint) -> None:
+        """Loads the checkpoint's weights; every weight the model has must be there with its shape, and every weight
+        of the checkpoint must be used, except :data:`HARMLESS_WEIGHTS`. Errors name the file and the weights."""
         own = self.state_dict()
-        mapped = {}
-        for key, tensor in state.items():
-            for prefix in ("bert.", "electra."):
-                key = key.removeprefix(prefix)
-            name = f"backbone.{key}" if f"backbone.{key}" in own else f"head.{key}"
-            if name in own:
-                mapped[name] = tensor
-        missing = sorted(set(own) - set(mapped))
+        sources = checkpoint.weight_sources
+        files = sorted({str(file) for file in sources.values()}) or [str(checkpoint.path)]
+        prefix = f"{checkpoint.backbone}."  # Hugging Face's BertFor…/ElectraFor… name the encoder so
+        mapped: dict[str, torch.Tensor] = {}
+        origin: dict[str, str] = {}
+        unexpected = []
+        for key, tensor in checkpoint.state_dict.items():
+            short = key.removeprefix(prefix)
+            name = f"backbone.{short}" if f"backbone.{short}" in own else f"head.{short}"
+            if name not in own:
+                if short not in HARMLESS_WEIGHTS:
+                    unexpected.append(key)
+                continue
+            if name in mapped:
+                raise CheckpointError(f"{_where(sources, key, files)}: weights {origin[name]!r} and {key!r} are "
+                                      "the same weight of the model")
+            mapped[name], origin[name] = tensor, key
+        if unexpected:
+            unexpected.sort()
+            raise CheckpointError(f"{_where(sources, unexpected[0], files)}: holds weights the model does not use: "
+                                  f"{unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}"
+                                  f"{self._layer_hint(unexpected, checkpoint)}")
+        missing = sorted(name.split(".", 1)[1] for name in set(own) - set(mapped))
         if missing:
-            raise CheckpointError(f"{self.name}: the checkpoint lacks weights {missing[:8]}"
+            raise CheckpointError(f"{', '.join(files)}: the checkpoint lacks weights {missing[:8]}"
                                   f"{' ...' if len(missing) > 8 else ''}")
-        vocab = own["backbone.embeddings.word_embeddings.weight"].shape[0]
-        if mapped["backbone.embeddings.word_embeddings.weight"].shape[0] != vocab:
-            raise CheckpointError(f"{self.name}: word embeddings have "
-                                  f"{mapped['backbone.embeddings.word_embeddings.weight'].shape[0]} rows, "
-                                  f"config.json says vocab_size {vocab}")
+        for name, tensor in mapped.items():
+            if tensor.shape != own[name].shape:
+                what = (f"config.json says vocab_size {own[name].shape[0]}"
+                        if name == "backbone.embeddings.word_embeddings.weight"
+                        else f"config.json implies {tuple(own[name].shape)}")
+                raise CheckpointError(f"{_where(sources, origin[name], files)}: weight {origin[name]} has shape "
+                                      f"{tuple(tensor.shape)}, {what}")
+            if not tensor.is_floating_point():
+                raise CheckpointError(f"{_where(sources, origin[name], files)}: weight {origin[name]} holds "
+                                      f"{tensor.dtype} values, not floating-point numbers")
         self.load_state_dict(mapped, strict=True)
-        if self.tokenizer.int_id is not None and self.tokenizer.int_id >= vocab:
-            raise CheckpointError(f"{self.name}: the [INT] token has id {self.tokenizer.int_id}, "
-                                  f"beyond the {vocab} word embeddings")
+
+    @staticmethod
+    def _layer_hint(keys: list[str], checkpoint: Checkpoint) -> str:
+        layers = {int(match.group(1)) for key in keys if (match := _LAYER.search(key))}
+        if not layers:
+            return ""
+        return (f" (config.json has num_hidden_layers {checkpoint.config['num_hidden_layers']}, the weights have "
+                f"{max(layers) + 1} layers)")
 
     @property
     def device(self) -> torch.device:

@@ -6,13 +6,15 @@ including the first ``[SEP]``, 1 after it), cut by longest-first to the model's 
 
 from __future__ import annotations
 
-import json
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 from tokenizers.processors import TemplateProcessing
+
+from .checkpoint import CheckpointError, read_json
 
 INTERACTION_TOKEN = "[INT]"
 
@@ -25,34 +27,54 @@ class Encoded:
     token_type_ids: list[list[int]]
 
 
+def tokenizer_source(path: Path) -> Path:
+    """The file that defines a checkpoint's tokenizer: ``tokenizer.json``, else ``vocab.txt``."""
+    return path / "tokenizer.json" if (path / "tokenizer.json").is_file() else path / "vocab.txt"
+
+
 def _load_backend(path: Path) -> Tokenizer:
-    tokenizer_file = path / "tokenizer.json"
-    if tokenizer_file.is_file():
-        return Tokenizer.from_file(str(tokenizer_file))
-    vocab = path / "vocab.txt"
-    if not vocab.is_file():
-        raise FileNotFoundError(f"{path} has neither tokenizer.json nor vocab.txt")
+    source = tokenizer_source(path)
+    if source.name == "tokenizer.json":
+        try:
+            return Tokenizer.from_file(str(source))
+        except Exception as error:  # the tokenizers library raises a bare Exception for any unreadable file
+            raise CheckpointError(f"{source} is not a readable tokenizer: {error}") from error
+    if not source.is_file():
+        raise CheckpointError(f"{path} has neither tokenizer.json nor vocab.txt")
     from tokenizers.implementations import BertWordPieceTokenizer
 
     config = _tokenizer_config(path)
-    lowercase = config.get("do_lower_case", True)
-    wordpiece = BertWordPieceTokenizer(str(vocab), lowercase=lowercase, strip_accents=config.get("strip_accents"),
-                                       handle_chinese_chars=config.get("tokenize_chinese_chars", True))
+    try:
+        wordpiece = BertWordPieceTokenizer(str(source), lowercase=config.get("do_lower_case", True),
+                                           strip_accents=config.get("strip_accents"),
+                                           handle_chinese_chars=config.get("tokenize_chinese_chars", True))
+    except Exception as error:  # not a text file, or settings of the wrong type
+        raise CheckpointError(f"{source} (with tokenizer_config.json) is not a readable WordPiece vocabulary: "
+                              f"{error}") from error
     backend = wordpiece._tokenizer
     added = path / "added_tokens.json"
     if added.is_file():
-        with open(added, encoding="utf-8") as file:
-            for token, _ in sorted(json.load(file).items(), key=lambda item: item[1]):
-                backend.add_special_tokens([token])
+        tokens = read_json(added)
+        if not all(isinstance(token, str) and isinstance(i, int) and not isinstance(i, bool)
+                   for token, i in tokens.items()):
+            raise CheckpointError(f"{added} must map token strings to token ids")
+        for token, _ in sorted(tokens.items(), key=lambda item: item[1]):
+            backend.add_special_tokens([token])
     return backend
 
 
 def _tokenizer_config(path: Path) -> dict:
     config_file = path / "tokenizer_config.json"
-    if not config_file.is_file():
-        return {}
-    with open(config_file, encoding="utf-8") as file:
-        return json.load(file)
+    return read_json(config_file) if config_file.is_file() else {}
+
+
+def _is_length(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def special_token_count(interaction_token: bool) -> int:
+    """Special tokens of a pair: ``[CLS]``, two ``[SEP]`` and, for the Set-Encoder, ``[INT]``."""
+    return 4 if interaction_token else 3
 
 
 class PairTokenizer:
@@ -63,7 +85,8 @@ class PairTokenizer:
     """
 
     def __init__(self, backend: Tokenizer, *, query_length: int | None, doc_length: int | None,
-                 interaction_token: bool, max_length: int):
+                 interaction_token: bool, max_length: int, source: str = "the tokenizer"):
+        self.source = source
         self.query_length = query_length
         self.doc_length = doc_length
         self.max_length = max_length
@@ -91,17 +114,37 @@ class PairTokenizer:
     def _id(self, token: str) -> int:
         token_id = self.plain.token_to_id(token)
         if token_id is None:
-            raise ValueError(f"the tokenizer has no {token} token; only BERT-style vocabularies are supported")
+            raise CheckpointError(f"{self.source} has no {token} token; only BERT-style vocabularies are supported")
         return token_id
 
     @classmethod
     def from_folder(cls, path: Path, *, query_length: int | None, doc_length: int | None, interaction_token: bool,
                     max_position_embeddings: int, max_length: int | None = None) -> PairTokenizer:
-        if max_length is None:
-            max_length = int(min(_tokenizer_config(path).get("model_max_length", max_position_embeddings),
-                                 max_position_embeddings))
+        """The tokenizer of a checkpoint folder; ``max_length`` (default: the tokenizer's ``model_max_length``, at
+        most the position embeddings) must hold the special tokens plus one query and one passage token."""
+        specials = special_token_count(interaction_token)
+        least = specials + 2
+        room = f"the {specials} special tokens plus one query and one passage token"
+        if max_length is not None:
+            if not _is_length(max_length) or not least <= max_length <= max_position_embeddings:
+                raise ValueError(f"max_length must be a whole number from {least} ({room}) to "
+                                 f"{max_position_embeddings} (the model's position embeddings), got {max_length!r}")
+        else:
+            if max_position_embeddings < least:
+                raise CheckpointError(f"{path / 'config.json'}: max_position_embeddings {max_position_embeddings} "
+                                      f"cannot hold {room}")
+            limit = _tokenizer_config(path).get("model_max_length", max_position_embeddings)
+            if isinstance(limit, bool) or not isinstance(limit, numbers.Real) or not limit >= least:
+                raise CheckpointError(f"{path / 'tokenizer_config.json'}: model_max_length {limit!r} cannot hold "
+                                      f"{room} (at least {least})")
+            max_length = int(min(limit, max_position_embeddings))
         return cls(_load_backend(path), query_length=query_length, doc_length=doc_length,
-                   interaction_token=interaction_token, max_length=max_length)
+                   interaction_token=interaction_token, max_length=max_length, source=str(tokenizer_source(path)))
+
+    @property
+    def vocab_size(self) -> int:
+        """How many token ids the tokenizer can produce (added tokens such as ``[INT]`` included)."""
+        return self.pair.get_vocab_size(with_added_tokens=True)
 
     @property
     def interaction_position(self) -> int:

@@ -89,6 +89,6 @@ def test_pickled_code_in_a_checkpoint_is_never_run(tmp_path, set_encoder_path, c
     folder = shutil.copytree(set_encoder_path, tmp_path / "ckpt")
     (folder / "model.safetensors").unlink()
     torch.save({"payload": Payload()}, folder / "pytorch_model.bin")
-    with pytest.raises(Exception):
+    with pytest.raises(CheckpointError, match="pytorch_model.bin is not a readable PyTorch weights file of tensors"):
         load_checkpoint(folder)
     assert "code from a checkpoint ran" not in capsys.readouterr().out
