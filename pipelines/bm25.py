@@ -7,18 +7,16 @@ interrupted build never leaves a broken index behind.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pyterrier as pt
 
-from .data import AddText, read_docs
+from .data import AddText, iter_docs, read_docs
 
 BM25_K1 = 0.9
 BM25_B = 0.4
@@ -30,14 +28,6 @@ def file_fingerprint(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
-
-
-def iter_jsonl_docs(path: Path) -> Iterator[dict[str, str]]:
-    with gzip.open(path, "rt", encoding="utf-8") as file:
-        for line in file:
-            if line.strip():
-                doc = json.loads(line)
-                yield {"docno": str(doc["docno"]), "text": doc["text"]}
 
 
 def cached_pisa_index(name: str, fingerprint: str, docs: Callable[[], Iterable[dict[str, str]]], cache_dir: Path,
@@ -68,6 +58,6 @@ def cached_pisa_index(name: str, fingerprint: str, docs: Callable[[], Iterable[d
 def corpus_bm25(name: str, docs_path: Path, cache_dir: Path, candidates: int = 100) -> pt.Transformer:
     """BM25 (k1=0.9, b=0.4, PISA's porter2 stemming and Terrier stop words) over ``docs.jsonl.gz``, followed by the
     passage texts: ``bm25 >> AddText(docs)``."""
-    index = cached_pisa_index(name, file_fingerprint(docs_path), lambda: iter_jsonl_docs(docs_path), cache_dir)
+    index = cached_pisa_index(name, file_fingerprint(docs_path), lambda: iter_docs(docs_path), cache_dir)
     return index.bm25(k1=BM25_K1, b=BM25_B, num_results=candidates) >> AddText(read_docs(docs_path))
 

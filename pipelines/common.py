@@ -1,23 +1,30 @@
-"""What the experiments share: model loading, the command-line options, seeding and the result object."""
+"""What the experiments share: model loading, the command-line options, seeding, stored model outputs and the
+result object."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from .data import DATA_DIR_ENV, CACHE_DIR_ENV
-from .output import markdown_table
+from .data import CACHE_DIR_ENV, DATA_DIR_ENV, DataFormatError
+from .output import CACHE, OutputError, ResultFolder, markdown_table, safe_name
 
-ModelsArg = Mapping[str, pt.Transformer] | Sequence[str | os.PathLike | pt.Transformer]
+ModelsArg = Mapping[str, pt.Transformer | str | os.PathLike] | Sequence[str | os.PathLike | pt.Transformer]
+DTYPES = ("float32", "bfloat16")
+CORRECTIONS = ("holm", "bonferroni", "sidak", "holm-sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by",
+               "fdr_tsbh", "fdr_tsbky", "none")
 
 
 @dataclass
@@ -30,6 +37,7 @@ class ExperimentResult:
     runs: dict[str, pd.DataFrame] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def markdown(self) -> str:
         parts = [markdown_table(self.display)]
@@ -37,34 +45,200 @@ class ExperimentResult:
         return "".join(parts)
 
 
+# --- models -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Model:
+    """A re-ranker of an experiment: its row name, the transformer, and what its outputs depend on (``identity``;
+    ``None`` for a transformer given as an object, whose outputs are then never reused)."""
+
+    name: str
+    transformer: pt.Transformer
+    identity: dict[str, Any] | None = None
+
+
+def default_models() -> list[str]:
+    """The models the commands evaluate when no ``--model`` is given (none yet: only the first stage's rows)."""
+    return []
+
+
+def split_model_spec(spec: str | os.PathLike) -> tuple[str | None, str]:
+    """``NAME=PATH`` -> (NAME, PATH); a plain checkpoint (or an existing path that contains ``=``) -> (None, it)."""
+    text = str(spec)
+    if "=" not in text or Path(text).expanduser().exists():
+        return None, text
+    name, _, source = text.partition("=")
+    if not name.strip() or not source.strip():
+        raise ValueError(f"--model {text!r}: give NAME=PATH with a non-empty name and checkpoint, or a checkpoint")
+    return name.strip(), source.strip()
+
+
 def model_name(model: str | os.PathLike | pt.Transformer) -> str:
     """A short row name: the folder name of a local checkpoint, the id of a hub model, the repr of a transformer."""
     if isinstance(model, pt.Transformer):
         return repr(model)
-    path = Path(model)
-    return path.name if path.exists() else str(model)
+    path = Path(model).expanduser()
+    return path.resolve().name if path.exists() else str(model)
 
 
-def load_models(models: ModelsArg, *, batch_size: int = 128, device: str | None = None, max_length: int | None = None,
-                verbose: bool = True) -> dict[str, pt.Transformer]:
-    """Re-rankers by row name. Strings and paths go through :func:`pyterrier_setenc.load_reranker` (the right
-    class for the checkpoint); transformers are used as they are."""
+def distinct_names(sources: list[str]) -> list[str]:
+    """Row names for checkpoints: the folder name, or as many trailing path parts as needed to tell apart two
+    folders of the same name (``a/model``, ``b/model``)."""
+    paths = [Path(s).expanduser().resolve() if Path(s).expanduser().exists() else None for s in sources]
+    names = [model_name(s) for s in sources]
+    parts = 1
+    while True:
+        parts += 1
+        groups: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            groups.setdefault(name, []).append(i)
+        clashing = [i for group in groups.values() if len(group) > 1 and None not in (paths[i] for i in group)
+                    and len({paths[i] for i in group}) == len(group) for i in group if len(paths[i].parts) > parts]
+        if not clashing:
+            return names  # distinct, or the same folder twice (refused by the caller)
+        for i in clashing:
+            names[i] = "/".join(paths[i].parts[-parts:])
+
+
+def code_fingerprint() -> str:
+    """A hash of the re-rankers' source code: stored outputs of another version of the code are not reused."""
+    import pyterrier_setenc
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(pyterrier_setenc.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def checkpoint_identity(source: str) -> dict[str, Any]:
+    """What identifies a checkpoint: a local folder by its resolved path and the names, sizes and modification
+    times of its files; a hub id by the id and the revision of its local snapshot, if there is one."""
+    path = Path(source).expanduser()
+    if path.exists():
+        digest = hashlib.sha256()
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            status = file.stat()
+            digest.update(f"{file.relative_to(path.parent)}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+        return {"checkpoint": str(path.resolve()), "files": digest.hexdigest()[:16]}
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot = Path(snapshot_download(source, local_files_only=True)).name
+    except Exception:  # not in the local cache (or not a hub id): the id alone
+        snapshot = None
+    return {"checkpoint": source, "snapshot": snapshot}
+
+
+def torch_dtype(dtype):
+    """``float32`` / ``bfloat16`` (strings or torch dtypes) as a torch dtype; ``None`` stays ``None``."""
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if str(dtype) not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return getattr(torch, str(dtype))
+
+
+def resolve_models(models: ModelsArg, *, batch_size: int = 128, device: str | None = None,
+                   max_length: int | None = None, dtype=None, int8: bool = False, verbose: bool = True,
+                   reserved: Sequence[str] = ()) -> list[Model]:
+    """The experiment's re-rankers with their row names. Checkpoints (``PATH``, a hub id, or ``NAME=PATH``; in a
+    mapping ``{name: checkpoint}``) go through :func:`pyterrier_setenc.load_reranker`; transformers are used as
+    they are. Names must be distinct, also as file names, and differ from ``reserved`` (the other rows)."""
     if isinstance(models, Mapping):
-        return dict(models)
-    from pyterrier_setenc import load_reranker
-
-    loaded: dict[str, pt.Transformer] = {}
-    for model in models:
-        name = base = model_name(model)
-        suffix = 2
-        while name in loaded:
-            name, suffix = f"{base}#{suffix}", suffix + 1
+        entries = [(str(name), model) for name, model in models.items()]
+    else:
+        entries = [(None, model) if isinstance(model, pt.Transformer) else split_model_spec(model) for model in models]
+    unnamed = [i for i, (name, model) in enumerate(entries) if name is None and not isinstance(model, pt.Transformer)]
+    names = [name if name is not None else model_name(model) for name, model in entries]
+    for i, name in zip(unnamed, distinct_names([str(entries[i][1]) for i in unnamed])):
+        names[i] = name
+    seen: dict[str, str] = {safe_name(name): name for name in reserved}
+    for name, (_, model) in zip(names, entries):
+        other = seen.get(safe_name(name))
+        if other is not None:
+            what = "the same row name" if other == name else f"a row name that clashes with {other!r} as a file name"
+            raise ValueError(f"--model: {model} gets {what} {name!r}; name each model with --model NAME=PATH")
+        seen[safe_name(name)] = name
+    dtype = torch_dtype(dtype)
+    settings = dict(batch_size=batch_size, device=device, max_length=max_length,
+                    dtype=str(dtype or "float32").removeprefix("torch."), int8=int8)
+    loaded = []
+    for name, (_, model) in zip(names, entries):
         if isinstance(model, pt.Transformer):
-            loaded[name] = model
-        else:
-            loaded[name] = load_reranker(str(model), batch_size=batch_size, device=device, max_length=max_length,
-                                         verbose=verbose)
+            loaded.append(Model(name, model))
+            continue
+        from pyterrier_setenc import is_listconranker, load_reranker
+
+        source = str(model)
+        kwargs = dict(batch_size=batch_size, device=device, max_length=max_length, verbose=verbose)
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        if int8:
+            if is_listconranker(source):
+                raise ValueError(f"--int8 quantizes cross-encoders only; {source} is a ListConRanker checkpoint")
+            kwargs["int8"] = True
+        transformer = load_reranker(source, **kwargs)
+        identity = {**checkpoint_identity(source), "class": type(transformer).__name__, **settings,
+                    "code": code_fingerprint()}
+        loaded.append(Model(name, transformer, identity))
     return loaded
+
+
+def load_models(models: ModelsArg, **kwargs) -> dict[str, pt.Transformer]:
+    """Re-rankers by row name (see :func:`resolve_models` for the arguments)."""
+    return {model.name: model.transformer for model in resolve_models(models, **kwargs)}
+
+
+def frame_digest(frame: pd.DataFrame) -> str:
+    """A hash of what a re-ranker sees of its input: qid, query, docno and text of each row, in order."""
+    columns = [c for c in ("qid", "query", "docno", "text") if c in frame.columns]
+    hashed = pd.util.hash_pandas_object(frame[columns].astype(str), index=False).to_numpy()
+    return hashlib.sha256(hashed.tobytes() + json.dumps(columns).encode()).hexdigest()
+
+
+def rerank(model: Model, inputs: pd.DataFrame, folder: ResultFolder | None, stem: str) -> pd.DataFrame:
+    """``model.transformer(inputs)``, stored in ``folder`` (under ``cache/STEM``) as soon as it is computed; a
+    stored output computed under the same key (model identity and settings, code, the exact input) is reused."""
+    key = None
+    if model.identity is not None:
+        key = hashlib.sha256(json.dumps({"model": model.identity, "input": frame_digest(inputs)},
+                                        sort_keys=True, default=str).encode()).hexdigest()
+    stem = f"{CACHE}/{stem}"
+    if folder is not None:
+        stored = folder.lookup(stem, key)
+        if stored is not None:
+            return stored
+    results = model.transformer(inputs)
+    if folder is not None:
+        folder.store(stem, results, key, {"model": model.name, "identity": model.identity})
+    return results
+
+
+def with_tail(reranked: pd.DataFrame, first_stage: pd.DataFrame) -> pd.DataFrame:
+    """``reranked ^ first_stage``: the re-ranked candidates, then the first stage's other results below them in
+    their order (PyTerrier's concatenation), so that deep measures compare lists of the same length."""
+    from pyterrier._ops import Concatenate
+
+    from .data import StoredRun
+
+    reranked_pairs = pd.MultiIndex.from_frame(reranked[["qid", "docno"]])
+    if pd.MultiIndex.from_frame(first_stage[["qid", "docno"]]).isin(reranked_pairs).all():
+        return reranked  # nothing below the re-ranked candidates
+    topics = first_stage[["qid"]].drop_duplicates()
+    return Concatenate(StoredRun(reranked, "reranked"), StoredRun(first_stage, "first stage")).transform(topics)
+
+
+def open_output(output: str | os.PathLike | None, replace: Mapping[str, str] | None = None) -> ResultFolder | None:
+    """The output folder, checked and prepared before any work (``None``: write nothing)."""
+    if output is None:
+        return None
+    text = str(output)
+    for placeholder, value in (replace or {}).items():
+        text = text.replace(placeholder, value)
+    return ResultFolder(text).open()
 
 
 def seed_everything(seed: int) -> None:
@@ -79,27 +253,71 @@ def progress(iterable, desc: str, verbose: bool = True, total: int | None = None
     return pt.tqdm(iterable, desc=desc, total=total, disable=not verbose, unit="step")
 
 
+def check_correction(correction: str | None) -> str | None:
+    """A multiple-testing correction of statsmodels' ``multipletests``; ``None`` or ``"none"``: no correction."""
+    if correction is None or correction == "none":
+        return None
+    if correction not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
+    return correction
+
+
+# --- the command line ---------------------------------------------------------------------------------------------
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def folder_path(text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    return path
+
+
+def correction_name(text: str) -> str:
+    if text not in CORRECTIONS:
+        raise argparse.ArgumentTypeError(f"unknown correction {text!r}; choose from {', '.join(CORRECTIONS)}")
+    return text
+
+
 def base_parser(prog: str, description: str, default_output: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", action="append", default=[], metavar="NAME_OR_PATH",
-                        help="re-ranker checkpoint (Hugging Face id or local folder); repeat for several")
-    parser.add_argument("--data-dir", default=None,
+    parser.add_argument("--model", action="append", default=[], metavar="[NAME=]CHECKPOINT",
+                        help="re-ranker checkpoint (Hugging Face id or local folder), optionally with the name of its "
+                             "rows (default: the checkpoint's folder name or id); repeat for several")
+    parser.add_argument("--data-dir", type=folder_path, default=None,
                         help=f"offline data folder in the layout of ../shared/data (default: ${DATA_DIR_ENV}; "
                              "neither given: online from ir_datasets)")
-    parser.add_argument("--cache-dir", default=None,
+    parser.add_argument("--cache-dir", type=folder_path, default=None,
                         help=f"where PISA indexes are cached (default: ${CACHE_DIR_ENV} or ~/.cache/pyterrier-setenc)")
-    parser.add_argument("--queries", type=int, default=None, metavar="N",
+    parser.add_argument("--queries", type=positive_int, default=None, metavar="N",
                         help="use only the first N topics of each benchmark (quick runs)")
-    parser.add_argument("--output", type=Path, default=Path(default_output),
-                        help="folder for runs, tables and plots")
+    parser.add_argument("--output", type=folder_path, default=Path(default_output),
+                        help="folder for runs, tables and plots, replaced as a whole when the new result is complete")
     parser.add_argument("--seed", type=int, default=0, help="random seed (shuffles, torch)")
-    parser.add_argument("--batch-size", type=int, default=128, help="passages per forward pass")
-    parser.add_argument("--max-length", type=int, default=None, help="token limit per (query, passage) pair")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="passages per forward pass")
+    parser.add_argument("--max-length", type=positive_int, default=None,
+                        help="token limit per (query, passage) pair (default: the checkpoint's)")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="numbers the re-rankers compute with")
+    parser.add_argument("--int8", action="store_true",
+                        help="quantize the cross-encoders' linear layers to int8 (CPU; not for ListConRanker)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
+
+
+def add_correction(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--correction", type=correction_name, default="holm",
+                        help=f"multiple-testing correction of statsmodels: {', '.join(CORRECTIONS)}")
 
 
 @contextmanager
@@ -109,8 +327,9 @@ def clean_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
 
     try:
         yield
-    except (FileNotFoundError, ValueError, KeyError, CheckpointError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except (FileNotFoundError, ValueError, KeyError, CheckpointError, DataFormatError, OutputError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
 def configure(args: argparse.Namespace) -> None:
@@ -124,9 +343,20 @@ def configure(args: argparse.Namespace) -> None:
 def common_kwargs(args: argparse.Namespace) -> dict:
     return dict(data_dir=args.data_dir, cache_dir=args.cache_dir, queries=args.queries, output=args.output,
                 seed=args.seed, batch_size=args.batch_size, device=args.device, max_length=args.max_length,
-                verbose=not args.quiet)
+                dtype=args.dtype, int8=args.int8, verbose=not args.quiet)
 
 
-def report(result: ExperimentResult, output: Path) -> None:
+def models_of(args: argparse.Namespace) -> list[str]:
+    """The ``--model`` values, or :func:`default_models` when none is given."""
+    return list(args.model) or default_models()
+
+
+def settings_of(**values) -> dict[str, Any]:
+    """An experiment's settings as stored in its manifest (JSON; measures, paths and other objects as text)."""
+    return json.loads(json.dumps(values, default=str))
+
+
+def report(result: ExperimentResult, output: Path | None) -> None:
     print(result.markdown())
-    print(f"wrote {len(result.files)} files to {output}")
+    if output is not None:
+        print(f"wrote {len(result.files)} files to {output}")

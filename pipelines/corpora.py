@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 from ir_measures import nDCG
 
-from .common import (ExperimentResult, ModelsArg, base_parser, clean_errors, common_kwargs, configure, load_models,
-                     progress, report, seed_everything)
+from .common import (ExperimentResult, ModelsArg, add_correction, base_parser, check_correction, clean_errors,
+                     common_kwargs, configure, models_of, open_output, positive_int, progress, report, rerank,
+                     resolve_models, seed_everything, settings_of, with_tail)
 from .data import BENCHMARKS, canonical_name, load_benchmark, offline_benchmarks, resolve_data_dir
 from .evaluation import SIGNIFICANT, compact, experiment, geometric_mean, parse_measures
 from .output import safe_name, write_run, write_table
@@ -39,56 +39,75 @@ def corpora(models: ModelsArg = (), collections: Sequence[str] | None = None, *,
             data_dir: str | os.PathLike | None = None, depth: int = 100, measure=nDCG @ 10,
             correction: str | None = "holm", queries: int | None = None,
             output: str | os.PathLike | None = "results/corpora", seed: int = 0, batch_size: int = 128,
-            device: str | None = None, max_length: int | None = None, cache_dir: str | os.PathLike | None = None,
-            verbose: bool = True) -> ExperimentResult:
-    """``bm25`` and ``bm25 % depth >> model`` on each collection; ``result.table`` has one row per system, one
-    column per collection and the two means. Daggers mark significant differences from BM25 on a collection
+            device: str | None = None, max_length: int | None = None, dtype=None, int8: bool = False,
+            cache_dir: str | os.PathLike | None = None, verbose: bool = True) -> ExperimentResult:
+    """``bm25`` and ``(bm25 % depth >> model) ^ bm25`` on each collection; ``result.table`` has one row per system,
+    one column per collection and the two means. Daggers mark significant differences from BM25 on a collection
     (paired t-test with ``correction``).
 
     >>> result = corpora(["webis/set-encoder-base"], data_dir="../shared/data")  # doctest: +SKIP
     """
-    seed_everything(seed)
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}")
+    correction = check_correction(correction)
     collections = [canonical_name(c) for c in collections] if collections else default_collections(data_dir)
     if not collections:
         raise ValueError("no collections to evaluate: the data folder has none of " + ", ".join(COLLECTIONS))
-    rerankers = load_models(models, batch_size=batch_size, device=device, max_length=max_length, verbose=verbose)
-    names = [FIRST_STAGE_ROW, *rerankers]
-    values: dict[str, dict[str, float]] = {name: {} for name in names}
-    marks: dict[str, dict[str, str]] = {name: {} for name in names}
-    runs: dict[str, pd.DataFrame] = {}
-    sizes: dict[str, int] = {}
-    for collection in progress(collections, "collections", verbose):
-        bench = load_benchmark(collection, data_dir, "bm25", cache_dir=cache_dir, queries=queries,
-                               candidates=max(depth, 100))
-        sizes[collection] = len(bench.topics)
-        pipelines = {FIRST_STAGE_ROW: bench.first_stage,
-                     **{name: bench.first_stage % depth >> model for name, model in rerankers.items()}}
-        collection_runs = {name: pipeline(bench.topics) for name, pipeline in pipelines.items()}
-        runs.update({f"{collection}/{name}": run for name, run in collection_runs.items()})
-        table = experiment(collection_runs, bench.topics, bench.qrels, [measure], baseline=0, correction=correction)
-        shown = compact(table, [measure]).set_index("name")[str(measure)]
-        for name, value in zip(table["name"], table[str(measure)]):
-            values[name][collection] = float(value)
-            marks[name][collection] = shown[name]
+    folder = open_output(output)
+    try:
+        seed_everything(seed)
+        rerankers = resolve_models(models, batch_size=batch_size, device=device, max_length=max_length, dtype=dtype,
+                                   int8=int8, verbose=verbose, reserved=[FIRST_STAGE_ROW])
+        names = [FIRST_STAGE_ROW, *(model.name for model in rerankers)]
+        values: dict[str, dict[str, float]] = {name: {} for name in names}
+        marks: dict[str, dict[str, str]] = {name: {} for name in names}
+        runs: dict[str, pd.DataFrame] = {}
+        written: list[tuple[str, str, pd.DataFrame]] = []  # (file, system, run)
+        sizes: dict[str, int] = {}
+        for collection in progress(collections, "collections", verbose):
+            bench = load_benchmark(collection, data_dir, "bm25", cache_dir=cache_dir, queries=queries,
+                                   candidates=max(depth, 100))
+            sizes[collection] = len(bench.topics)
+            first = bench.first_stage(bench.topics)
+            candidates = (bench.first_stage % depth)(bench.topics)
+            collection_runs = {FIRST_STAGE_ROW: first}
+            for model in rerankers:
+                reranked = rerank(model, candidates, folder, f"{safe_name(collection)}/{safe_name(model.name)}")
+                collection_runs[model.name] = with_tail(reranked, first)
+            runs.update({f"{collection}/{name}": run for name, run in collection_runs.items()})
+            written += [(f"runs/{safe_name(collection)}/{safe_name(name)}.run", name, run)
+                        for name, run in collection_runs.items()]
+            table = experiment(collection_runs, bench.topics, bench.qrels, [measure], baseline=0,
+                               correction=correction)
+            shown = compact(table, [measure]).set_index("name")[str(measure)]
+            for name, value in zip(table["name"], table[str(measure)]):
+                values[name][collection] = float(value)
+                marks[name][collection] = shown[name]
 
-    table = pd.DataFrame([{"name": name, **values[name]} for name in names])
-    table["arithmetic mean"] = table[collections].mean(axis=1)
-    table["geometric mean"] = [geometric_mean(row) for row in table[collections].to_numpy()]
-    display = pd.DataFrame([{"name": name, **marks[name]} for name in names])
-    for column in ("arithmetic mean", "geometric mean"):
-        display[column] = [f"{value:.4f}" for value in table[column]]
+        table = pd.DataFrame([{"name": name, **values[name]} for name in names])
+        table["arithmetic mean"] = table[collections].mean(axis=1)
+        table["geometric mean"] = [geometric_mean(row) for row in table[collections].to_numpy()]
+        display = pd.DataFrame([{"name": name, **marks[name]} for name in names])
+        for column in ("arithmetic mean", "geometric mean"):
+            display[column] = [f"{value:.4f}" for value in table[column]]
 
-    result = ExperimentResult(name="corpora", table=table, display=display, runs=runs)
-    if output is not None:
-        folder = Path(output)
-        for name, run in runs.items():
-            collection, system = name.split("/", 1)
-            result.files.append(write_run(folder / "runs" / collection / f"{safe_name(system)}.run", run, system))
-        queries_note = ", ".join(f"{c} {sizes[c]}" for c in collections)
-        title = (f"{measure} per collection; models re-rank the BM25 top {depth}; queries: {queries_note}; "
-                 f"{SIGNIFICANT} = significantly different from BM25 (paired t-test, {correction or 'no'} "
-                 "correction, p < 0.05)")
-        result.files += write_table(folder, "results", table, display, title=title)
+        result = ExperimentResult(name="corpora", table=table, display=display, runs=runs)
+        if folder is not None:
+            files = [file for file, _, _ in written]
+            for file, system, run in written:
+                write_run(folder.path(file), run, system)
+            queries_note = ", ".join(f"{c} {sizes[c]}" for c in collections)
+            title = (f"{measure} per collection; models re-rank the BM25 top {depth} (the rest of its list below); "
+                     f"queries: {queries_note}; {SIGNIFICANT} = significantly different from BM25 (paired t-test, "
+                     f"{correction or 'no'} correction, p < 0.05)")
+            write_table(folder.path("."), "results", table, display, title=title)
+            settings = settings_of(experiment="corpora", collections=collections, depth=depth, measure=measure,
+                                   queries=sizes, models={m.name: m.identity for m in rerankers},
+                                   correction=correction, seed=seed)
+            result.files = folder.commit(files + ["results.csv", "results.md"], settings)
+    finally:
+        if folder is not None:
+            folder.close()
     return result
 
 
@@ -98,15 +117,15 @@ def main(argv: Sequence[str] | None = None) -> ExperimentResult:
                          "arithmetic and geometric means.", "results/corpora")
     parser.add_argument("--collection", action="append", default=[],
                         help=f"collection (repeatable; default: all available of {', '.join(COLLECTIONS)})")
-    parser.add_argument("--depth", type=int, default=100, help="re-rank the BM25 top DEPTH")
+    parser.add_argument("--depth", type=positive_int, default=100, help="re-rank the BM25 top DEPTH")
     parser.add_argument("--measure", default="nDCG@10", help="ir_measures measure")
-    parser.add_argument("--correction", default="holm", help="multiple-testing correction or 'none'")
+    add_correction(parser)
     args = parser.parse_args(argv)
     configure(args)
     with clean_errors(parser):
-        result = corpora(args.model, args.collection or None, depth=args.depth,
-                         measure=parse_measures([args.measure], [])[0],
-                         correction=None if args.correction == "none" else args.correction, **common_kwargs(args))
+        result = corpora(models_of(args), args.collection or None, depth=args.depth,
+                         measure=parse_measures([args.measure], [])[0], correction=args.correction,
+                         **common_kwargs(args))
         report(result, args.output)
     return result
 

@@ -8,16 +8,15 @@ Offline, everything comes from a data folder in the layout of ``../shared/data``
 
 from __future__ import annotations
 
-import csv
-import gzip
-import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 import pyterrier as pt
+
+from pyterrier_setenc import io
 
 DATA_DIR_ENV = "SETENC_DATA_DIR"
 CACHE_DIR_ENV = "SETENC_CACHE_DIR"
@@ -26,16 +25,23 @@ DEFAULT_CANDIDATES = 100
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """Where a benchmark lives: its offline folder and its ``ir_datasets`` id (``None``: offline only)."""
+    """Where a benchmark lives: its offline folder and its ``ir_datasets`` id (``None``: offline only); online, BM25
+    runs over the prebuilt PISA index ``pisa_index`` (a Hugging Face id) with the texts of the ir_datasets corpus
+    ``corpus``, or, without them, over a PISA index built from the dataset's own documents."""
 
     folder: str
     irds_id: str | None
     title: str
+    pisa_index: str | None = None
+    corpus: str | None = None
 
 
+MSMARCO_PISA_INDEX = "macavaney/msmarco-passage.pisa"
 BENCHMARKS: dict[str, BenchmarkSpec] = {
-    "dl19": BenchmarkSpec("trec-dl-2019", "msmarco-passage/trec-dl-2019/judged", "TREC DL 2019"),
-    "dl20": BenchmarkSpec("trec-dl-2020", "msmarco-passage/trec-dl-2020/judged", "TREC DL 2020"),
+    "dl19": BenchmarkSpec("trec-dl-2019", "msmarco-passage/trec-dl-2019/judged", "TREC DL 2019", MSMARCO_PISA_INDEX,
+                          "msmarco-passage"),
+    "dl20": BenchmarkSpec("trec-dl-2020", "msmarco-passage/trec-dl-2020/judged", "TREC DL 2020", MSMARCO_PISA_INDEX,
+                          "msmarco-passage"),
     "dl21": BenchmarkSpec("trec-dl-2021", None, "TREC DL 2021"),
     "vaswani": BenchmarkSpec("vaswani", "vaswani", "Vaswani"),
     "cranfield": BenchmarkSpec("cranfield", "cranfield", "Cranfield"),
@@ -64,7 +70,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where built indexes are kept: ``cache_dir``, else ``$SETENC_CACHE_DIR``, else ``~/.cache/pyterrier-setenc``."""
     chosen = cache_dir or os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "pyterrier-setenc"
-    return Path(chosen).expanduser()
+    path = Path(chosen).expanduser()
+    if path.exists() and not path.is_dir():
+        origin = "--cache-dir" if cache_dir else f"${CACHE_DIR_ENV}"
+        raise ValueError(f"{origin} {path}: is a file, not a folder")
+    return path
 
 
 def canonical_name(name: str) -> str:
@@ -74,6 +84,11 @@ def canonical_name(name: str) -> str:
 
 
 # --- readers of the offline formats -----------------------------------------------------------------------------
+# One strict reader for every file of the project (pyterrier_setenc.io, shared with TIREx): each problem in a file is
+# a DataFormatError naming the file, the line and what is wrong.
+
+DataFormatError = io.InputFileError
+
 
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
@@ -83,57 +98,52 @@ def require_file(path: Path, what: str) -> Path:
 
 def read_topics(path: Path) -> pd.DataFrame:
     """``qid<TAB>query`` lines as a frame with string columns ``qid`` and ``query``, in file order."""
-    require_file(path, "topics file")
-    frame = pd.read_csv(path, sep="\t", header=None, names=["qid", "query"], dtype=str, keep_default_na=False,
-                        quoting=csv.QUOTE_NONE, on_bad_lines="error")
-    frame["query"] = frame["query"].str.strip()
-    return frame
+    return io.read_topics(require_file(path, "topics file")).reset_index(drop=True)
 
 
 def read_qrels(path: Path) -> pd.DataFrame:
     """TREC qrels (``qid 0 docno label``) as a frame with columns ``qid``, ``docno`` (strings) and ``label`` (int)."""
-    require_file(path, "qrels file")
-    frame = pd.read_csv(path, sep=r"\s+", header=None, names=["qid", "iteration", "docno", "label"],
-                        dtype={"qid": str, "iteration": str, "docno": str, "label": int}, keep_default_na=False)
-    return frame[["qid", "docno", "label"]]
+    return io.read_qrels(require_file(path, "qrels file")).reset_index(drop=True)
 
 
 def read_run(path: str | os.PathLike) -> pd.DataFrame:
     """A TREC run (``qid Q0 docno rank score tag``) as a result frame (``qid``, ``docno``, ``score``, ``rank``;
     ranks 0-based by descending score, as PyTerrier numbers them)."""
-    path = require_file(Path(path), "run file")
-    frame = pd.read_csv(path, sep=r"\s+", header=None, names=["qid", "Q0", "docno", "rank", "score", "tag"],
-                        dtype={"qid": str, "docno": str}, keep_default_na=False)
-    frame = frame[["qid", "docno", "score"]].astype({"score": "float64"})
+    frame = io.read_run(require_file(Path(path), "run file"))[["qid", "docno", "score"]]
     return pt.model.add_ranks(frame).sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
+
+
+RERANK_COLUMNS = ["qid", "query", "docno", "text", "rank", "score"]
 
 
 def read_rerank(path: Path) -> pd.DataFrame:
     """A TIREx re-rank file (JSON lines with ``qid``, ``query``, ``docno``, ``text``, ``rank`` 1-based, ``score``)
-    as a result frame in first-stage order, ranks 0-based."""
-    require_file(path, "first-stage file")
-    with gzip.open(path, "rt", encoding="utf-8") as file:
-        rows = [json.loads(line) for line in file if line.strip()]
-    frame = pd.DataFrame(rows, columns=["qid", "query", "docno", "text", "rank", "score"])
-    frame["qid"] = frame["qid"].astype(str)
-    frame["docno"] = frame["docno"].astype(str)
-    frame["score"] = frame["score"].astype("float64")
-    frame["rank"] = frame["rank"].astype("int64")
+    as a result frame in first-stage order, ranks 0-based (without ``rank``: file order; without ``score``: minus
+    the rank)."""
+    frame = io.read_rerank(require_file(path, "first-stage file"))
+    if "rank" not in frame.columns or frame["rank"].isna().any():
+        frame["rank"] = frame.groupby("qid", sort=False).cumcount() + 1
+    if "score" not in frame.columns or frame["score"].isna().any():
+        frame["score"] = -frame["rank"].astype("float64")
+    frame = frame.astype({"score": "float64", "rank": "int64"})[RERANK_COLUMNS]
     frame = frame.sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
     frame["rank"] = frame.groupby("qid", sort=False).cumcount()
     return frame
 
 
+def iter_docs(path: Path) -> Iterator[dict[str, str]]:
+    """The documents of ``docs.jsonl.gz`` as dicts with ``docno`` and ``text`` (the ``text`` field alone)."""
+    for number, doc in io.json_objects(path):
+        where = f"{path}, line {number}"
+        if "docno" not in doc or not isinstance(doc.get("text"), str):
+            raise DataFormatError(f"{where}: every line needs 'docno' and a string 'text', found {sorted(doc)}")
+        yield {"docno": io.read_id(doc["docno"], "docno", where), "text": doc["text"]}
+
+
 def read_docs(path: Path) -> dict[str, str]:
     """``docs.jsonl.gz`` as a mapping docno -> text."""
     require_file(path, "corpus file")
-    docs: dict[str, str] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as file:
-        for line in file:
-            if line.strip():
-                doc = json.loads(line)
-                docs[str(doc["docno"])] = doc["text"]
-    return docs
+    return {doc["docno"]: doc["text"] for doc in iter_docs(path)}
 
 
 # --- transformers ------------------------------------------------------------------------------------------------
@@ -285,6 +295,7 @@ def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, first_s
     """
     name = canonical_name(name)
     folder = resolve_data_dir(data_dir)
+    resolve_cache_dir(cache_dir)  # a bad cache folder is reported before any work
     if folder is not None:
         bench = load_offline(name, folder, first_stage, cache_dir=cache_dir, candidates=candidates)
     else:

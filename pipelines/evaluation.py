@@ -29,16 +29,23 @@ def experiment(runs: Mapping[str, pd.DataFrame], topics: pd.DataFrame, qrels: pd
     kwargs = dict(baseline=baseline, correction=correction, correction_alpha=alpha) if baseline is not None else {}
     table = pt.Experiment([runs[name] for name in names], topics, qrels, list(measures), names=names,
                           verbose=False, **kwargs)
+    for measure in map(str, measures):  # an undefined p-value (NaN) rejects nothing
+        p_column = next((c for c in (f"{measure} p-value corrected", f"{measure} p-value") if c in table.columns), None)
+        if f"{measure} reject" in table.columns and p_column is not None:
+            table[f"{measure} reject"] = table[f"{measure} reject"].astype("boolean") & table[p_column].notna()
     first = ["name"] + [str(m) for m in measures]
     return table[first + [c for c in table.columns if c not in first]].reset_index(drop=True)
 
 
 def compact(table: pd.DataFrame, measures: Sequence, baseline: int | None = 0) -> pd.DataFrame:
     """Measure values as text with 4 decimals and a dagger where the corrected test rejects equality with the
-    baseline row."""
+    baseline row; none where the p-value is undefined (NaN: e.g. a single query, or no difference at all)."""
     out = pd.DataFrame({"name": table["name"]})
+    missing = pd.Series(float("nan"), index=table.index)
     for measure in map(str, measures):
         marks = table.get(f"{measure} reject", pd.Series(False, index=table.index)).fillna(False).astype(bool)
+        p_values = table.get(f"{measure} p-value corrected", table.get(f"{measure} p-value", missing))
+        marks &= pd.to_numeric(p_values, errors="coerce").notna()
         out[measure] = [f"{value:.4f}{SIGNIFICANT if mark else ''}" for value, mark in zip(table[measure], marks)]
     return out
 

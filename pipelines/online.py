@@ -14,13 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pyterrier as pt
 
-from .data import BENCHMARKS, AddText, Benchmark
+from .data import BENCHMARKS, MSMARCO_PISA_INDEX, AddText, Benchmark
 
-MSMARCO_PISA_INDEX = "macavaney/msmarco-passage.pisa"
+__all__ = ["MSMARCO_PISA_INDEX", "irds_qrels", "irds_topics", "load_online"]
 
 
 def irds_topics(dataset) -> pd.DataFrame:
-    return pd.DataFrame([{"qid": str(q.query_id), "query": q.default_text().strip()} for q in dataset.queries_iter()])
+    return pd.DataFrame([{"qid": str(q.query_id), "query": q.default_text().strip()} for q in dataset.queries_iter()],
+                        columns=["qid", "query"])
 
 
 def irds_qrels(dataset) -> pd.DataFrame:
@@ -43,11 +44,11 @@ def load_online(name: str, first_stage: str, *, cache_dir: Path, candidates: int
                          "stage is bm25; pass --data-dir for the others")
     dataset = ir_datasets.load(irds_id)
     topics, qrels = irds_topics(dataset), irds_qrels(dataset)
-    if irds_id.startswith("msmarco-passage/"):
-        index = PisaIndex.from_hf(MSMARCO_PISA_INDEX)
-        texts = pt.text.get_text(pt.get_dataset("irds:msmarco-passage"), "text")
+    if spec is not None and spec.pisa_index is not None:
+        index = PisaIndex.from_hf(spec.pisa_index)
+        texts = pt.text.get_text(pt.get_dataset(f"irds:{spec.corpus or irds_id}"), "text")
         transformer = index.bm25(num_results=candidates) >> texts
-        source = f"BM25 over {MSMARCO_PISA_INDEX}"
+        source = f"BM25 over {spec.pisa_index}"
     else:
         from .bm25 import BM25_B, BM25_K1, cached_pisa_index
 

@@ -1,19 +1,37 @@
-"""Atomic writes of an experiment's outputs: TREC runs, tables (Markdown and CSV) and figures (PNG).
+"""An experiment's outputs: TREC runs, tables (Markdown and CSV), figures (PNG), in one output folder that is always
+one consistent result.
 
-Every file is written to a temporary file in its target folder and then moved into place with ``os.replace``, so
-a reader never sees a half-written file.
+Every file is written atomically (a temporary file moved into place with ``os.replace``). A whole result is built in
+a staging folder beside the output folder (``.NAME.partial``) and swapped in only when complete, together with its
+``manifest.json`` (settings and the SHA-256 of each file); so the output folder holds either the earlier complete
+result or the new one, whatever fails or is killed when. Each model's output is stored in the staging folder as soon
+as it is computed (``cache/``, with the key it was computed under), so that a rerun after a crash, or with the same
+settings, reuses it instead of computing it again.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import fcntl
+import hashlib
+import json
 import math
+import os
 import re
+import shutil
+import sys
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pandas as pd
 
 from pyterrier_setenc.atomic import atomic_write
+
+MANIFEST = "manifest.json"
+CACHE = "cache"
 
 
 def safe_name(name: str) -> str:
@@ -22,14 +40,15 @@ def safe_name(name: str) -> str:
 
 
 def write_run(path: Path, results: pd.DataFrame, tag: str) -> Path:
-    """A result frame as a TREC run (``qid Q0 docno rank score tag``, ranks from 1 by descending score)."""
+    """A result frame as a TREC run (``qid Q0 docno rank score tag``, ranks from 1 by descending score; scores with
+    all the digits of a float64, so reading the run back gives the same scores)."""
     tag = safe_name(tag)
     ordered = results.sort_values(["qid", "score"], ascending=[True, False], kind="stable")
     ranks = ordered.groupby("qid", sort=False).cumcount() + 1
 
     def write(file: IO) -> None:
         for qid, docno, rank, score in zip(ordered["qid"], ordered["docno"], ranks, ordered["score"]):
-            file.write(f"{qid} Q0 {docno} {rank} {float(score):.8g} {tag}\n")
+            file.write(f"{qid} Q0 {docno} {rank} {float(score)!r} {tag}\n")
 
     return atomic_write(path, write)
 
@@ -72,3 +91,197 @@ def save_figure(figure, path: Path) -> Path:
                             binary=True)
     finally:
         plt.close(figure)
+
+
+# --- the output folder as one result --------------------------------------------------------------------------------
+
+class OutputError(ValueError):
+    """The output folder cannot be used (not writable, a file, or a folder that is not an experiment's result)."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swaps two folders atomically (Linux ``renameat2(RENAME_EXCHANGE)``); ``False`` where that is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, f"cannot swap {a} and {b}: {os.strerror(code)}")
+
+
+def is_temporary(path: Path) -> bool:
+    """A leftover of an interrupted atomic write (``.NAME.XXXX.tmp``)."""
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+class ResultFolder:
+    """The output folder of one experiment, written as a unit.
+
+    :meth:`open` checks that the folder can be written (before any work), takes a lock, and prepares the staging
+    folder ``.NAME.partial`` beside it; files go to :meth:`path` (relative names); :meth:`commit` writes
+    ``manifest.json`` last and swaps the staging folder in. Model outputs stored with :meth:`store` under a key are
+    found again by :meth:`lookup` in a later call, in the staging folder left by an interrupted call or in the
+    current result.
+
+    >>> folder = ResultFolder("results/dl19").open()  # doctest: +SKIP
+    >>> run = folder.lookup("cache/model", key)  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike, option: str = "--output"):
+        self.final = Path(path).expanduser().absolute()
+        self.option = option
+        self.staging = self.final.parent / f".{self.final.name}.partial"
+        self.lock: int | None = None
+        self.stored: set[str] = set()  # stems of the model outputs of this result
+
+    def __repr__(self) -> str:
+        return f"ResultFolder({str(self.final)!r})"
+
+    def fail(self, problem: str) -> OutputError:
+        return OutputError(f"{self.option} {self.final}: {problem}")
+
+    def open(self) -> ResultFolder:
+        if self.final.exists() and not self.final.is_dir():
+            raise self.fail("is a file, not a folder")
+        if self.final.is_dir() and any(self.final.iterdir()) and not (self.final / MANIFEST).is_file():
+            raise self.fail(f"exists and is not an experiment's result (it has no {MANIFEST}); nothing is written "
+                            "into such a folder: choose another folder or empty it")
+        try:
+            self.staging.mkdir(parents=True, exist_ok=True)
+            self.lock = os.open(self.staging, os.O_RDONLY)
+            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            probe = atomic_write(self.staging / ".write-probe", lambda file: file.write("probe"))
+            probe.unlink()
+        except BlockingIOError:
+            self.close()
+            raise self.fail("another experiment is writing to this folder right now") from None
+        except OSError as error:
+            self.close()
+            raise self.fail(f"cannot be written ({error.strerror or error})") from None
+        for leftover in [p for p in self.staging.rglob("*") if is_temporary(p)]:
+            leftover.unlink(missing_ok=True)  # an earlier, killed write
+        return self
+
+    def close(self) -> None:
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None
+            try:
+                self.staging.rmdir()  # nothing stored: leave nothing behind
+            except OSError:
+                pass
+
+    def path(self, relative: str | os.PathLike) -> Path:
+        return self.staging / relative
+
+    def final_path(self, relative: str | os.PathLike) -> Path:
+        return self.final / relative
+
+    # reusable model outputs
+
+    def store(self, stem: str, results: pd.DataFrame, key: str | None, description: Mapping[str, Any]) -> None:
+        """Stores a model's output (as a TREC run with exact scores and the model's ranks) with the key it was
+        computed under: ``STEM.run`` and ``STEM.json``, written as soon as the output exists."""
+        frame = results[["qid", "docno", "score", "rank"]]
+
+        def write(file: IO) -> None:
+            for qid, docno, score, rank in frame.itertuples(index=False):
+                file.write(f"{qid} Q0 {docno} {int(rank) + 1} {float(score)!r} stored\n")
+
+        atomic_write(self.path(f"{stem}.run"), write)
+        info = {"key": key, **description}
+        atomic_write(self.path(f"{stem}.json"), lambda file: json.dump(info, file, indent=1, default=str))
+        self.stored.add(stem)
+
+    def lookup(self, stem: str, key: str | None) -> pd.DataFrame | None:
+        """The stored output of ``stem`` if it was computed under ``key`` (in the staging folder, else in the
+        current result, from which it is copied over); ``None`` otherwise."""
+        if key is None:
+            return None
+        for folder in (self.staging, self.final):
+            info_path, run_path = folder / f"{stem}.json", folder / f"{stem}.run"
+            try:
+                info = json.loads(info_path.read_text(encoding="utf-8"))
+                if info.get("key") != key:
+                    continue
+                frame = pd.read_csv(run_path, sep=" ", header=None, names=["qid", "Q0", "docno", "rank", "score",
+                                                                            "tag"],
+                                    dtype={"qid": str, "docno": str}, keep_default_na=False)
+            except (OSError, ValueError):
+                continue  # missing or damaged: compute again
+            frame = frame[["qid", "docno", "score", "rank"]].astype({"score": "float64", "rank": "int64"})
+            frame["rank"] -= 1
+            if folder is self.final:
+                self.store(stem, frame, key, {k: v for k, v in info.items() if k != "key"})
+            self.stored.add(stem)
+            return frame
+        return None
+
+    def commit(self, files: list[str], settings: Mapping[str, Any]) -> list[Path]:
+        """Makes the staging folder the result: removes what is not among ``files`` (relative names; the stored
+        model outputs of this result are kept), writes the manifest, swaps the folder in. Returns the final paths."""
+        keep = {Path(name) for name in files}
+        keep |= {Path(f"{stem}{suffix}") for stem in self.stored for suffix in (".run", ".json")}
+        for path in sorted(self.staging.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            relative = path.relative_to(self.staging)
+            if path.is_file() and relative not in keep:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        missing = [name for name in files if not self.path(name).is_file()]
+        if missing:
+            raise RuntimeError(f"the result misses its own files {missing}")
+        manifest = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "settings": dict(settings),
+                    "files": {str(p): sha256_file(self.staging / p) for p in sorted(keep)}}
+        atomic_write(self.path(MANIFEST), lambda file: json.dump(manifest, file, indent=1, default=str))
+        if not self.final.exists():
+            os.rename(self.staging, self.final)
+        elif exchange(self.staging, self.final):
+            shutil.rmtree(self.staging)  # now the earlier result
+        else:  # no atomic swap here: a short window in which the folder is absent
+            old = self.final.parent / f".{self.final.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(self.final, old)
+            os.rename(self.staging, self.final)
+            shutil.rmtree(old)
+        self.close()
+        return [self.final / name for name in files]
+
+
+def verify_result(folder: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a complete result folder, after checking that every file it lists is there with its SHA-256
+    and that no other file is; raises :class:`OutputError` otherwise.
+
+    >>> verify_result("results/dl19")["settings"]["experiment"]  # doctest: +SKIP
+    'table1'
+    """
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise OutputError(f"{folder}: no readable {MANIFEST} ({error})") from None
+    listed = manifest.get("files", {})
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST}
+    if set(listed) != present:
+        raise OutputError(f"{folder}: files not as in {MANIFEST}: missing {sorted(set(listed) - present)}, "
+                          f"not listed {sorted(present - set(listed))}")
+    changed = [name for name, digest in listed.items() if sha256_file(folder / name) != digest]
+    if changed:
+        raise OutputError(f"{folder}: files changed since {MANIFEST} was written: {changed}")
+    return manifest

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from ir_measures import RR, nDCG
 
-from conftest import DATA
+from conftest import DATA, SLICE, requires_data
 from pipelines import orderings as order
 from pipelines.data import DataFileError, load_benchmark
 from pipelines.dl import table1
@@ -45,6 +45,7 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
+@requires_data
 @pytest.mark.parametrize("benchmark", ["dl19", "dl20"])
 def test_bm25_and_rankgpt_rows_reproduce_the_published_figures(benchmark, tmp_path, no_network):
     result = table1(benchmark, [], data_dir=DATA, reference_runs=["rankgpt35-bm25-top100"], output=tmp_path,
@@ -60,6 +61,7 @@ def test_bm25_and_rankgpt_rows_reproduce_the_published_figures(benchmark, tmp_pa
     assert "0.5058" in (tmp_path / "results.md").read_text() or benchmark == "dl20"
 
 
+@requires_data
 @pytest.mark.parametrize("benchmark, first_stage", [key for key in PUBLISHED if key[1] != "bm25"])
 def test_other_first_stages_reproduce_the_published_figures(benchmark, first_stage):
     bench = load_benchmark(benchmark, DATA, first_stage)
@@ -67,13 +69,14 @@ def test_other_first_stages_reproduce_the_published_figures(benchmark, first_sta
     assert round(aggregate(run, bench.qrels, nDCG @ 10), 4) == PUBLISHED[(benchmark, first_stage)]["nDCG@10"]
 
 
+@requires_data
 def test_noveleval_search_engine_order_reproduces_the_published_figure():
     bench = load_benchmark("noveleval", DATA, "web-top20")  # README: "NovelEval in the given search-engine order"
     assert round(aggregate(bench.first_stage(bench.topics), bench.qrels, nDCG @ 10), 4) == 0.6503
 
 
 def test_first_stage_frame_follows_pyterrier_conventions():
-    bench = load_benchmark("dl19", DATA, queries=3)
+    bench = load_benchmark("dl19", SLICE, queries=3)
     assert len(bench.topics) == 3 and set(bench.qrels["qid"]) <= set(bench.topics["qid"])
     run = (bench.first_stage % 10)(bench.topics)
     assert set(run.columns) >= {"qid", "query", "docno", "text", "score", "rank"}
@@ -88,7 +91,7 @@ def copy_benchmark(tmp_path, folder: str, files: list[str]):
     target = tmp_path / "data" / folder
     target.mkdir(parents=True)
     for name in files:
-        shutil.copy(DATA / folder / name, target / name)
+        shutil.copy(SLICE / folder / name, target / name)
     return tmp_path / "data"
 
 
@@ -107,6 +110,7 @@ def test_missing_first_stage_lists_what_is_there(tmp_path):
     assert str(data / "trec-dl-2019" / "tasb-top100.rerank.jsonl.gz") in message and "available: bm25" in message
 
 
+@requires_data
 def test_missing_benchmark_folder_and_reference_run(tmp_path):
     with pytest.raises(DataFileError, match="trec-dl-2020"):
         load_benchmark("dl20", copy_benchmark(tmp_path, "trec-dl-2019", ["topics.tsv"]))
@@ -119,7 +123,7 @@ def test_data_dir_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SETENC_DATA_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DataFileError, match="SETENC_DATA_DIR"):
         load_benchmark("dl19")
-    monkeypatch.setenv("SETENC_DATA_DIR", str(DATA))
+    monkeypatch.setenv("SETENC_DATA_DIR", str(SLICE))
     assert len(load_benchmark("dl19", queries=1).topics) == 1
 
 
@@ -205,6 +209,7 @@ def hand_ndcg_at_10(candidates: pd.DataFrame, qrels: pd.DataFrame) -> float:
     return float(np.mean(values))
 
 
+@requires_data
 def test_ideal_ordering_reaches_the_ideal_ndcg():
     bench = load_benchmark("dl19", DATA)
     candidates = bench.first_stage(bench.topics)
@@ -245,6 +250,7 @@ def test_rank_change_counts_by_hand():
 
 # --- BM25 over a whole corpus ---------------------------------------------------------------------------------------
 
+@requires_data
 def test_live_bm25_over_a_corpus_offline_with_cached_index(tmp_path, monkeypatch, no_network):
     cache = tmp_path / "cache"
     bench = load_benchmark("noveleval", DATA, "bm25", cache_dir=cache, queries=4)
@@ -271,6 +277,7 @@ def test_live_bm25_over_a_corpus_offline_with_cached_index(tmp_path, monkeypatch
     pd.testing.assert_frame_equal((again.first_stage % 10)(again.topics), run)
 
 
+@requires_data
 def test_cache_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SETENC_CACHE_DIR", str(tmp_path / "env-cache"))
     bench = load_benchmark("noveleval", DATA, "bm25", queries=1)

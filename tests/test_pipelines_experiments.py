@@ -3,6 +3,7 @@ queries: outputs exist and parse, figures that hold for any model hold, reruns a
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from conftest import DATA, FIXTURES, REPO, build_hf_cross_encoder
+from conftest import DATA, FIXTURES, REPO, SLICE, build_hf_cross_encoder, requires_data
 from pipelines.data import read_run
 
 
@@ -27,8 +28,8 @@ def mono(tmp_path_factory) -> Path:
     return build_hf_cross_encoder(tmp_path_factory.mktemp("mono") / "tiny-cross-encoder")
 
 
-def common(tmp_path: Path, *models: Path, queries: int = 3) -> list[str]:
-    args = ["--data-dir", str(DATA), "--queries", str(queries), "--output", str(tmp_path / "out"), "--quiet",
+def common(tmp_path: Path, *models: Path, queries: int = 3, data: Path = DATA) -> list[str]:
+    args = ["--data-dir", str(data), "--queries", str(queries), "--output", str(tmp_path / "out"), "--quiet",
             "--cache-dir", str(tmp_path / "cache")]
     for model in models:
         args += ["--model", str(model)]
@@ -51,6 +52,7 @@ def check_png(path: Path) -> None:
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
 
 
+@requires_data
 def test_dl19_table1(tmp_path, setenc, mono, capsys):
     from pipelines.dl import main
 
@@ -61,11 +63,15 @@ def test_dl19_table1(tmp_path, setenc, mono, capsys):
     out = tmp_path / "out"
     runs = check_runs(out / "runs", 4)
     names = [setenc.name, mono.name]
-    for name in names:  # the models re-rank exactly the first stage's top 20
+    for name in names:  # the models re-rank exactly the first stage's top 20; its ranks 20..99 follow in order
         run, first = runs[f"{name}.run"], runs["bm25.run"]
-        assert (run.groupby("qid").size() == 20).all()
-        top = first[first["rank"] < 20]
-        assert set(zip(run["qid"], run["docno"])) == set(zip(top["qid"], top["docno"]))
+        assert (run.groupby("qid").size() == 100).all()
+        top, reranked = first[first["rank"] < 20], run[run["rank"] < 20]
+        assert set(zip(reranked["qid"], reranked["docno"])) == set(zip(top["qid"], top["docno"]))
+        tail = run[run["rank"] >= 20].sort_values(["qid", "rank"])
+        assert tail["docno"].tolist() == first[first["rank"] >= 20].sort_values(["qid", "rank"])["docno"].tolist()
+        assert (out / "cache" / f"{name}.json").is_file()  # the model's own output, kept for a rerun
+    assert json.loads((out / "manifest.json").read_text())["settings"]["depth"] == 20
     table = pd.read_csv(out / "results.csv")
     assert list(table["name"]) == ["bm25", *names, "rankgpt35-bm25-top100"]
     assert {"nDCG@10", "RR(rel=2)@10", "nDCG@100", "nDCG@10 p-value corrected"} <= set(table.columns)
@@ -74,6 +80,7 @@ def test_dl19_table1(tmp_path, setenc, mono, capsys):
     assert result.table.shape[0] == 4
 
 
+@requires_data
 def test_dl20_accepts_a_stored_first_stage(tmp_path, mono):
     from pipelines.dl import main
 
@@ -86,7 +93,7 @@ def test_dl20_accepts_a_stored_first_stage(tmp_path, mono):
 def test_permutation(tmp_path, setenc, mono):
     from pipelines.permutation import main
 
-    result = main(common(tmp_path, setenc, mono) + ["--depth", "20", "--seeds", "0", "1"])
+    result = main(common(tmp_path, setenc, mono, data=SLICE) + ["--depth", "20", "--seeds", "0", "1"])
     out = tmp_path / "out"
     orderings = ["original", "shuffled-s0", "shuffled-s1", "ideal", "reverse-ideal"]
     check_runs(out / "runs", 3 * len(orderings))
@@ -115,21 +122,25 @@ def test_permutation(tmp_path, setenc, mono):
 def test_depth(tmp_path, setenc):
     from pipelines.depth import main
 
-    result = main(common(tmp_path, setenc, queries=2) + ["--depths", "10", "20"])
+    result = main(common(tmp_path, setenc, queries=2, data=SLICE) + ["--depths", "10", "20"])
     out = tmp_path / "out"
-    runs = check_runs(out / "runs", 4)
-    assert (runs[f"{setenc.name}@10.run"].groupby("qid").size() == 10).all()
-    assert (runs[f"{setenc.name}@20.run"].groupby("qid").size() == 20).all()
+    runs = check_runs(out / "runs", 3)
+    bm25 = runs["bm25.run"]
+    for k in (10, 20):  # the top k re-ranked, the first stage's list below it: always the whole 100
+        run = runs[f"{setenc.name}@{k}.run"]
+        assert (run.groupby("qid").size() == 100).all()
+        top, reranked = bm25[bm25["rank"] < k], run[run["rank"] < k]
+        assert set(zip(top["qid"], top["docno"])) == set(zip(reranked["qid"], reranked["docno"]))
+        tail = run[run["rank"] >= k].sort_values(["qid", "rank"])
+        assert tail["docno"].tolist() == bm25[bm25["rank"] >= k].sort_values(["qid", "rank"])["docno"].tolist()
     table = pd.read_csv(out / "results.csv")
     assert list(table.columns) == ["name", "k=10", "k=20"] and list(table["name"]) == ["bm25", setenc.name]
-    # re-ranking the top 10 only reorders the first stage's top 10; the first stage's row is its own cut at k
-    bm25, reranked = runs["bm25@10.run"], runs[f"{setenc.name}@10.run"]
-    assert set(zip(bm25["qid"], bm25["docno"])) == set(zip(reranked["qid"], reranked["docno"]))
-    assert table.loc[0, "k=10"] == table.loc[0, "k=20"]  # nDCG@10 of a run cut at 10 or 20
+    assert table.loc[0, "k=10"] == table.loc[0, "k=20"]  # the first stage's row is the first stage itself
     check_png(out / "depth.png")
     assert result.table.shape == (2, 3)
 
 
+@requires_data
 def test_corpora(tmp_path, mono):
     from pipelines.corpora import main
 
@@ -150,9 +161,9 @@ def test_corpora(tmp_path, mono):
 def test_reruns_are_identical(tmp_path, setenc):
     from pipelines.permutation import permutation
 
-    first = permutation("dl19", [setenc], data_dir=DATA, depth=10, seeds=(7,), queries=2, output=tmp_path / "a",
+    first = permutation("dl19", [setenc], data_dir=SLICE, depth=10, seeds=(7,), queries=2, output=tmp_path / "a",
                         verbose=False)
-    second = permutation("dl19", [setenc], data_dir=DATA, depth=10, seeds=(7,), queries=2, output=tmp_path / "b",
+    second = permutation("dl19", [setenc], data_dir=SLICE, depth=10, seeds=(7,), queries=2, output=tmp_path / "b",
                          verbose=False)
     for path in sorted((tmp_path / "a").rglob("*.run")) + [tmp_path / "a" / "results.csv"]:
         assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes(), path
