@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ class TrainConfig:
         with open(path, encoding="utf-8") as file:
             values = yaml.safe_load(file) or {}
         values.update(overrides or {})
+        values = expand_variables(values, path)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -86,6 +88,30 @@ class TrainConfig:
         get_loss(self.loss)
         if self.max_steps < 1 or self.accumulation_steps < 1 or self.lists_per_step < 1:
             raise ValueError("max_steps, accumulation_steps and lists_per_step must be at least 1")
+
+
+DATA_DIR_ENV = "SETENC_DATA_DIR"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"  # ../shared/data of the repo
+
+
+def expand_variables(value: Any, source: str | os.PathLike) -> Any:
+    """``${NAME}`` in the strings of a configuration replaced by the environment variable ``NAME``, made absolute;
+    ``${SETENC_DATA_DIR}`` defaults to ``../shared/data`` beside the repository. Another unset variable is an error."""
+    if isinstance(value, dict):
+        return {key: expand_variables(item, source) for key, item in value.items()}
+    if isinstance(value, list):
+        return [expand_variables(item, source) for item in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        setting = os.environ.get(name) or (str(DEFAULT_DATA_DIR) if name == DATA_DIR_ENV else None)
+        if setting is None:
+            raise ValueError(f"{source}: {value!r} uses ${{{name}}}, which is not set")
+        return str(Path(setting).expanduser().absolute())
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", replace, value)
 
 
 class Scorer(nn.Module):
