@@ -165,20 +165,21 @@ def resolve_models(models: ModelsArg, *, batch_size: int = 128, device: str | No
     dtype = torch_dtype(dtype)
     settings = dict(batch_size=batch_size, device=device, max_length=max_length,
                     dtype=str(dtype or "float32").removeprefix("torch."), int8=int8)
+    from pyterrier_setenc import is_listconranker, load_reranker
+
+    for _, model in entries:  # before any model is loaded
+        if int8 and not isinstance(model, pt.Transformer) and is_listconranker(str(model)):
+            raise ValueError(f"--int8 quantizes cross-encoders only; {model} is a ListConRanker checkpoint")
     loaded = []
     for name, (_, model) in zip(names, entries):
         if isinstance(model, pt.Transformer):
             loaded.append(Model(name, model))
             continue
-        from pyterrier_setenc import is_listconranker, load_reranker
-
         source = str(model)
         kwargs = dict(batch_size=batch_size, device=device, max_length=max_length, verbose=verbose)
         if dtype is not None:
             kwargs["dtype"] = dtype
         if int8:
-            if is_listconranker(source):
-                raise ValueError(f"--int8 quantizes cross-encoders only; {source} is a ListConRanker checkpoint")
             kwargs["int8"] = True
         transformer = load_reranker(source, **kwargs)
         identity = {**checkpoint_identity(source), "class": type(transformer).__name__, **settings,
