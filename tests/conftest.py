@@ -1,4 +1,9 @@
-"""Shared test fixtures: paths to the offline data, tiny checkpoints built in their real on-disk formats."""
+"""Shared test fixtures: paths to the offline data, tiny checkpoints built in their real on-disk formats.
+
+Real text comes from the slice committed in ``tests/data`` (:data:`SLICE`, see its README). Tests that need the full
+offline data (:data:`DATA`: ``$SETENC_DATA_DIR``, else ``../shared/data`` beside the repository) carry the
+``requires_data`` marker: without that folder they are skipped with the reason, and with ``SETENC_REQUIRE_DATA=1`` (as
+``.ci/run`` sets it) its absence is an error instead, so CI never skips them silently."""
 
 from __future__ import annotations
 
@@ -14,6 +19,43 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / "tests" / "fixtures"
 DATA = Path(os.environ.get("SETENC_DATA_DIR", REPO.parent / "shared" / "data"))
+SLICE = REPO / "tests" / "data"
+REQUIRE_DATA = os.environ.get("SETENC_REQUIRE_DATA", "").strip() not in ("", "0")
+
+requires_data = pytest.mark.requires_data
+collect_ignore = ["reference"]  # scripts for the reference environment (lightning-ir), not tests
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skips a ``requires_data`` test when the full offline data is absent (fails it with SETENC_REQUIRE_DATA=1)."""
+    if item.get_closest_marker("requires_data") is None or DATA.is_dir():
+        return
+    reason = f"needs the full offline data: no folder {DATA} (../shared/data beside the repository or $SETENC_DATA_DIR)"
+    if REQUIRE_DATA:
+        pytest.fail(f"{reason}; SETENC_REQUIRE_DATA is set, so its absence is an error", pytrace=False)
+    pytest.skip(reason)
+
+
+def lock_pins() -> dict[str, str]:
+    """``requirements/lock.txt`` as {canonical package name: version}; every line must be ``name==version``."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    path = REPO / "requirements" / "lock.txt"
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip() and not line.startswith("#"):
+            name, separator, version = line.strip().partition("==")
+            if not separator or not version or canonicalize_name(name) in pins:
+                raise ValueError(f"{path}:{number}: expected one name==version line per package, got {line!r}")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def slice_qids(folder: str) -> set[str]:
+    """The qids of a collection in the committed slice, e.g. ``slice_qids("noveleval")``."""
+    lines = (SLICE / folder / "topics.tsv").read_text(encoding="utf-8").splitlines()
+    return {line.split("\t")[0] for line in lines if line.strip()}
 
 
 def vocab_folder() -> Path:
@@ -33,11 +75,9 @@ def read_rerank(path: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="session")
 def dl19() -> pd.DataFrame:
-    """DL19 BM25 top-100 with passage texts, in first-stage order."""
-    path = DATA / "trec-dl-2019" / "bm25-top100.rerank.jsonl.gz"
-    if not path.exists():
-        pytest.fail(f"offline data missing: {path} (expected ../shared/data beside the repository)")
-    return read_rerank(path).sort_values(["qid", "rank"]).reset_index(drop=True)
+    """Ten DL19 BM25 top-100 lists with passage texts (the slice in ``tests/data``), by qid, in first-stage order."""
+    return read_rerank(SLICE / "trec-dl-2019" / "bm25-top100.rerank.jsonl.gz").sort_values(
+        ["qid", "rank"]).reset_index(drop=True)
 
 
 def copy_tokenizer(target: Path) -> None:

@@ -9,7 +9,6 @@ entrypoint command in a shell the way ``tira-run`` does.
 from __future__ import annotations
 
 import gzip
-import importlib.metadata
 import json
 import os
 import re
@@ -24,16 +23,18 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from tira.check_format import CONF_MINIMUM_QUERIES, _fmt, check_format, lines_if_valid
 from tira.io_utils import all_lines_to_pandas
 from tira.third_party_integrations import extract_to_be_executed_notebook_from_command_or_none
 from tira.third_party_integrations import normalize_run as tira_normalize_run
 
-from conftest import DATA, FIXTURES, REPO, build_hf_cross_encoder
+from conftest import FIXTURES, REPO, SLICE, build_hf_cross_encoder, lock_pins
 from pyterrier_setenc import SetEncoderReRanker
 from pyterrier_setenc.tirex import main, rerank_file
 
-SAMPLE = DATA / "tirex-sample" / "rerank.jsonl.gz"
+SAMPLE = SLICE / "tirex-sample" / "rerank.jsonl.gz"
 DOCKERFILE = REPO / "tira" / "Dockerfile"
 TIREX_COMMAND = "python -m pyterrier_setenc.tirex --input $inputDataset --output $outputDir --model /model"
 ONE_QUERY = {CONF_MINIMUM_QUERIES: 1}  # the sample has one query; tira's check wants 3 unless told otherwise
@@ -458,23 +459,45 @@ def instructions(path: Path) -> dict[str, list[str]]:
     return found
 
 
+def pip_installs(runs: list[str]) -> list[list[str]]:
+    """The arguments of each ``pip install`` in the RUN instructions."""
+    return [shlex.split(part)[2:] for run in runs for part in run.split("&&") if part.strip().startswith("pip install")]
+
+
 def test_dockerfile_is_pinned_and_offline_at_run_time():
     found = instructions(DOCKERFILE)
     assert set(found) <= {"FROM", "ARG", "ENV", "RUN", "COPY", "ENTRYPOINT"}
     assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", found["FROM"][0])
     assert found["ARG"] == ["MODEL=webis/set-encoder-base"]
     runs = found["RUN"]
-    assert "--index-url https://download.pytorch.org/whl/cpu torch==2.13.0" in runs[0]
-    # every package is pinned, to the version the tests run with
-    requirements = [token for run in runs for part in run.split("&&") if part.strip().startswith("pip install")
-                    for token in shlex.split(re.sub(r"--index-url \S+", "", part))[2:] if not token.startswith("-")]
+    # every package is pinned by the lock file (requirements/lock.txt), copied into the image before any install
+    lock = lock_pins()
+    copied = dict(reversed(token.split()) for token in found["COPY"])
+    image_lock = next(target for target, source in copied.items() if source == "requirements/lock.txt")
+    installs = pip_installs(runs)
+    text = DOCKERFILE.read_text()
+    assert installs and text.index("COPY requirements/lock.txt") < text.index("pip install")
+    for args in installs:
+        assert "-c" in args and args[args.index("-c") + 1] == image_lock, args
+    options_with_value = {"-c", "--constraint", "--index-url", "--extra-index-url", "-r", "--requirement"}
+    requirements = [token for args in installs for previous, token in zip([""] + args, args)
+                    if not token.startswith("-") and previous not in options_with_value]
     assert "/tmp/pyterrier-setenc[tira]" in requirements
+    # PyTorch: the lock's version, CPU build, from PyTorch's CPU index
+    torch_install = next(args for args in installs if any(token.startswith("torch==") for token in args))
+    assert f"torch=={lock['torch']}+cpu" in torch_install
+    assert "https://download.pytorch.org/whl/cpu" in torch_install
     others = [token for token in requirements if token != "/tmp/pyterrier-setenc[tira]"]
-    assert all(re.fullmatch(r"[\w.-]+==[\w.]+", token) for token in others), others
-    pins = dict(token.split("==") for token in others)
-    for name in ("torch", "transformers", "tokenizers", "huggingface-hub", "safetensors", "pandas", "numpy", "tira",
-                 "pyterrier-alpha", "setuptools"):
-        assert pins[name] == importlib.metadata.version(name).split("+")[0], name
+    assert all(re.fullmatch(r"[\w.-]+(==[\w.+]+)?", token) for token in others), others
+    for token in others:  # a version given in the Dockerfile is the lock's; without one the lock's applies
+        name, _, version = token.partition("==")
+        assert canonicalize_name(name) in lock, name
+        assert version.split("+")[0] in ("", lock[canonicalize_name(name)]), token
+    # the lock pins what the image installs: the package's dependencies and its tira extra
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in map(Requirement, project["dependencies"] + project["optional-dependencies"]["tira"]):
+        assert canonicalize_name(requirement.name) in lock, requirement
     for source in (token.split()[0] for token in found["COPY"]):
         assert (REPO / source).exists(), source
     # the model is fetched at build time, then the network is off: at run time nothing is downloaded
@@ -486,7 +509,6 @@ def test_dockerfile_is_pinned_and_offline_at_run_time():
     command = entrypoint_command()
     assert command == TIREX_COMMAND
     assert extract_to_be_executed_notebook_from_command_or_none(command) is None  # tira runs it unchanged
-    text = DOCKERFILE.read_text()
     assert text.index("download_model(") < text.index("HF_HUB_OFFLINE=1") < text.index("ENTRYPOINT")
 
 

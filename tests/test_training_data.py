@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, requires_data
 from training.data import (GradedCandidates, HardNegatives, Mixture, TeacherRanking, build_source, read_qrels,
                            read_run)
 
@@ -106,6 +106,7 @@ def test_bad_files_say_where(tmp_path):
         read_qrels(tmp_path / "nowhere.txt")
 
 
+@requires_data
 def test_dl21_graded_lists():
     folder = DATA / "trec-dl-2021"
     source = GradedCandidates.from_files(folder / "bm25-top100.rerank.jsonl.gz", folder / "qrels.txt",

@@ -1,7 +1,7 @@
 """Building a trainable :class:`~pyterrier_setenc.model.CrossEncoder` from a BERT or ELECTRA backbone plus a fresh
 scoring head, and a forward pass with gradient checkpointing over the transformer layers.
 
->>> model = build_model("path/to/bert-or-electra", kind="set-encoder", query_length=32, doc_length=128)  # doctest: +SKIP
+>>> model = build_model("path/to/bert-or-electra", kind="set-encoder", doc_length=128)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 Run with the reference environment (lightning-ir 0.0.6, see README.md in this folder)::
 
-    /work/refvenv/bin/python tests/reference/make_fixtures.py --out tests/fixtures [--seed N] [--only NAME] [--size tiny|base]
+    /work/refvenv/bin/python tests/reference/make_fixtures.py --out tests/fixtures
+
+(options: ``--seed N``, ``--only NAME``, ``--size tiny|base``).
 
 Every checkpoint is built with lightning-ir's own classes (config class, model class from
 ``LightningIRModelClassFactory``, tokenizer class from ``LightningIRTokenizerClassFactory``) and written with
@@ -150,8 +152,9 @@ def build_checkpoint(name: str, spec: dict, size: str, seed: int, folder: Path) 
     backbone_kwargs = dict(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2,
                            **BACKBONE_SIZES[(spec["backbone"], size)])
     BackboneConfig(**backbone_kwargs)  # the plain backbone config must accept these
-    # the model class derived from lightning-ir's model mixin and the backbone class (as LightningIRModel.from_pretrained
-    # does); its config_class is the derived (lightning-ir config x backbone config) class
+    # the model class derived from lightning-ir's model mixin and the backbone class (as
+    # LightningIRModel.from_pretrained does); its config_class is the derived (lightning-ir config x backbone
+    # config) class
     Model = LightningIRModelClassFactory(LIRConfig).from_backbone_class(BackboneModel)
     config = Model.config_class(**backbone_kwargs, **lightning_ir_kwargs(spec))
     model_kwargs = {"add_pooling_layer": False} if spec["backbone"] == "bert" else {}  # as lightning-ir loads BERT

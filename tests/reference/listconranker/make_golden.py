@@ -317,7 +317,7 @@ def main() -> None:
         json.dump(golden, file, indent=1)
     os.chmod(file.name, 0o644)
     os.replace(file.name, args.out / "golden.json")
-    log("golden scores written:", sum(len(l["scores"]) for c in cases for l in c["lists"]), "scores")
+    log("golden scores written:", sum(len(entry["scores"]) for c in cases for entry in c["lists"]), "scores")
 
 
 if __name__ == "__main__":
