@@ -183,7 +183,7 @@ def resolve_models(models: ModelsArg, *, batch_size: int = 128, device: str | No
             kwargs["int8"] = True
         transformer = load_reranker(source, **kwargs)
         identity = {**checkpoint_identity(source), "class": type(transformer).__name__, **settings,
-                    "code": code_fingerprint()}
+                    "device": str(getattr(transformer, "device", device)), "code": code_fingerprint()}
         loaded.append(Model(name, transformer, identity))
     return loaded
 
