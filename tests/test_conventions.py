@@ -113,7 +113,7 @@ def test_listwise_declaration(tmp_path):
 
 def test_load_reranker_keeps_the_name(tmp_path):
     for cls, path in CLASSES.values():
-        reranker = load_reranker(str(path), verbose=False)
+        reranker = load_reranker(str(path), verbose=False, max_length=None)  # None: the checkpoint's default
         assert type(reranker) is cls and reranker.model == str(path)
 
 
