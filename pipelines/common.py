@@ -181,7 +181,12 @@ def resolve_models(models: ModelsArg, *, batch_size: int = 128, device: str | No
             kwargs["dtype"] = dtype
         if int8:
             kwargs["int8"] = True
-        transformer = load_reranker(source, **kwargs)
+        if RAY:
+            from pyterrier_setenc.ray_rerank import RayReRanker
+
+            transformer = RayReRanker(source, **RAY, **kwargs)
+        else:
+            transformer = load_reranker(source, **kwargs)
         identity = {**checkpoint_identity(source), "class": type(transformer).__name__, **settings,
                     "device": str(getattr(transformer, "device", device)), "code": code_fingerprint()}
         loaded.append(Model(name, transformer, identity))
@@ -313,6 +318,11 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--ray-workers", type=positive_int, default=None, metavar="N",
+                        help='score each checkpoint on N Ray actors (pip install "pyterrier-setenc[ray]"; '
+                             "default: in this process)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="the Ray cluster for --ray-workers (auto, ray://HEAD:10001; default: a local Ray)")
     return parser
 
 
@@ -333,7 +343,15 @@ def clean_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
         parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
+RAY: dict[str, Any] = {}  # set by configure() from --ray-workers/--ray-address: resolve_models scores on Ray
+
+
 def configure(args: argparse.Namespace) -> None:
+    if args.ray_address is not None and args.ray_workers is None:
+        raise SystemExit("--ray-address needs --ray-workers N")
+    RAY.clear()
+    if args.ray_workers is not None:
+        RAY.update(workers=args.ray_workers, address=args.ray_address)
     if args.threads:
         import torch
 

@@ -206,6 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="passages per forward pass (default: the re-ranker's)")
     parser.add_argument("--tag", default=None,
                         help="system tag of the run (default: $SETENC_TAG, else from the model's name)")
+    parser.add_argument("--ray-workers", type=positive_int, default=None, metavar="N",
+                        help='score on N Ray actors, one model each (pip install "pyterrier-setenc[ray]"; '
+                             "default: in this process)")
+    parser.add_argument("--ray-address", default=None, metavar="ADDR",
+                        help="the Ray cluster for --ray-workers (auto, ray://HEAD:10001; default: a local Ray)")
     return parser
 
 
@@ -220,6 +225,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = resolve_folder(args.output, "TIRA_OUTPUT_DIR", "--output")
         source = resolve_folder(args.input, "TIRA_INPUT_DATASET", "--input")
         model = resolve_model(args.model)
+        if args.ray_address is not None and args.ray_workers is None:
+            raise TirexInputError("--ray-address needs --ray-workers N")
+        if args.ray_workers is not None:
+            from .ray_rerank import RayReRanker
+
+            model = RayReRanker(model, workers=args.ray_workers, address=args.ray_address, shard_dir=output,
+                                **({"batch_size": args.batch_size} if args.batch_size is not None else {}))
         rerank_file(source, output, model, tag=resolve_tag(args.tag), batch_size=args.batch_size)
     except (TirexInputError, *SETTING_ERRORS) as error:
         say(f"error: {error}")
