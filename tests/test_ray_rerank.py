@@ -32,7 +32,7 @@ BLOCKS = 37  # the reader cuts the 400 rows into blocks of 10 or 11 rows: every 
 def ray_cluster():
     import ray
 
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the probe below runs in the workers
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the loader below runs in the workers
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
