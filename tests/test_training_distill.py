@@ -80,3 +80,31 @@ def test_pseudo_query_is_a_span_of_one_sentence():
         sentences = ["the cat sat on the mat today", "dogs bark loudly at night in the city"]
         assert any(query in s for s in sentences), query
     assert pseudo_query("too short", random.Random(0)) is None
+
+
+def test_mean_pooling_head_equals_transformers_mean_of_the_last_hidden_state(tmp_path):
+    # a mono model with mean pooling, built from a random BERT saved by transformers: its score of (q, d) must be
+    # linear.weight . mean over the pair's tokens of transformers' BertModel last_hidden_state
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from conftest import vocab_folder
+    from training.model import build_model
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=64), add_pooling_layer=False).eval()
+    bert.save_pretrained(tmp_path / "bert")
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / "bert" / name).write_bytes((vocab_folder() / name).read_bytes())
+    model = build_model(tmp_path / "bert", kind="mono", pooling_strategy="mean", query_length=8, doc_length=16,
+                        workdir=tmp_path / "work").eval()
+    pairs = [("what is a cat", "a cat is a small animal that purrs"), ("rain", "water falling from clouds")]
+    with torch.no_grad():
+        ours = torch.cat([model.score_lists([q], [[d]])[0] for q, d in pairs])
+        tokenizer = BertTokenizerFast.from_pretrained(str(vocab_folder()))
+        expected = []
+        for q, d in pairs:
+            tokens = tokenizer(q, d, return_tensors="pt")
+            states = bert(**tokens).last_hidden_state[0]
+            expected.append(model.head.linear.weight[0] @ states.mean(0))
+    assert torch.allclose(ours, torch.stack(expected), atol=1e-5), (ours, expected)

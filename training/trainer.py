@@ -49,6 +49,8 @@ class TrainConfig:
     depth: int = 100
     sample_missing_docs: bool = True
     loss: str = "info_nce"
+    loss_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. {temperature: 0.05} for listnet
+    pooling_strategy: str = "first"  # the head's pooling of a fresh model: first ([CLS]) or mean
     learning_rate: float = 1e-5
     head_learning_rate: float | None = None  # for the fresh scoring layer (default: learning_rate)
     weight_decay: float = 0.01
@@ -85,7 +87,9 @@ class TrainConfig:
             raise ValueError("give exactly one of backbone (a BERT/ELECTRA model) and init_checkpoint")
         if self.kind not in ("set-encoder", "mono"):
             raise ValueError(f"kind must be 'set-encoder' or 'mono', not {self.kind!r}")
-        get_loss(self.loss)
+        get_loss(self.loss, **self.loss_options)
+        if self.pooling_strategy not in ("first", "mean"):
+            raise ValueError(f"pooling_strategy must be 'first' or 'mean', not {self.pooling_strategy!r}")
         if self.max_steps < 1 or self.accumulation_steps < 1 or self.lists_per_step < 1:
             raise ValueError("max_steps, accumulation_steps and lists_per_step must be at least 1")
 
@@ -165,7 +169,7 @@ class Trainer:
             self.model = build_model(config.backbone, config.kind, query_length=config.query_length,
                                      doc_length=config.doc_length, add_extra_token=config.add_extra_token,
                                      depth=config.depth, sample_missing_docs=config.sample_missing_docs,
-                                     seed=config.seed,
+                                     pooling_strategy=config.pooling_strategy, seed=config.seed,
                                      workdir=self.output / "tokenizer" if self.rank == 0 else None)
         self.model.to(self.device).train()
         scorer = Scorer(self.model, config.gradient_checkpointing)
@@ -186,7 +190,7 @@ class Trainer:
                                            lr=config.learning_rate)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_schedule(config.warmup_steps, config.max_steps))
-        self.loss_fn = get_loss(config.loss)
+        self.loss_fn = get_loss(config.loss, **config.loss_options)
         self.step = 0
         self.elapsed = 0.0
         self.state_dir = self.output / "state"
