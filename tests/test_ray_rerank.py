@@ -159,7 +159,9 @@ def test_tirex_entry_point_with_ray_workers_writes_the_in_process_run(ray_cluste
                  "--ray-workers", "2"]) == 0
     expected, got = read_run(tmp_path / "local" / "run.txt"), read_run(tmp_path / "ray" / "run.txt")
     assert got[["qid", "docno", "rank"]].equals(expected[["qid", "docno", "rank"]])
-    assert np.abs(got["score"] - expected["score"]).max() <= 1e-6
+    # the entry point batches the lists its own way on each side (which lists share a bucket), so float32 sums run
+    # in another order: the project's invariance tolerance (tests/test_invariance.py), not bit equality
+    assert np.abs(got["score"] - expected["score"]).max() <= 1e-5
     assert sorted(path.name for path in (tmp_path / "ray").iterdir()) == ["run.txt"]
 
 
