@@ -232,10 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="also write all figures as JSON")
     args = parser.parse_args(argv)
 
-    from training.data import read_candidates
+    from pyterrier_setenc.io import candidate_lists, read_rerank
 
     args.workdir.mkdir(parents=True, exist_ok=True)
-    queries, ranked, texts = read_candidates(args.data_dir / RERANK)
+    queries, ranked, texts = candidate_lists(read_rerank(args.data_dir / RERANK))
     bench = Bench(electra_base_set_encoder(args.workdir), args.workdir, args.threads, args.reference_python,
                   queries, ranked, texts, list(queries)[:args.queries])
     bench.results.update(checkpoint=str(bench.checkpoint), qids=bench.qids, threads=args.threads)

@@ -55,6 +55,10 @@ class InputFileError(ValueError):
     problem."""
 
 
+class MissingInputFileError(InputFileError, FileNotFoundError):
+    """An input file that does not exist (both an :class:`InputFileError` and a :class:`FileNotFoundError`)."""
+
+
 # --- lines ----------------------------------------------------------------------------------------------------------
 
 def numbered_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
@@ -63,7 +67,7 @@ def numbered_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     :class:`InputFileError` naming the file (and the line)."""
     path = Path(path)
     if not path.exists():
-        raise InputFileError(f"{path} does not exist")
+        raise MissingInputFileError(f"{path} does not exist")
     if path.is_dir():
         raise InputFileError(f"{path} is a folder, not a file")
     try:
@@ -235,6 +239,25 @@ def read_rerank(path: str | os.PathLike) -> pd.DataFrame:
         raise InputFileError(f"{path}: qid {qid!r} has more than one query text "
                              f"(lines {frame[frame['qid'] == qid]['line'].tolist()[:10]})")
     return frame
+
+
+def candidate_lists(candidates: pd.DataFrame) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
+    """:func:`read_rerank`'s frame as plain mappings: queries ``{qid: query}``, the docnos of each qid in
+    first-stage order (by ``rank``, stable; a line without ``rank`` counts as its position in the qid's lines) and
+    texts ``{docno: text}``, qids and docnos in the order they first occur.
+
+    >>> candidates = read_rerank("trec-dl-2019/bm25-top100.rerank.jsonl.gz")  # doctest: +SKIP
+    >>> queries, ranked, texts = candidate_lists(candidates)  # doctest: +SKIP
+    """
+    ranks = candidates["rank"] if "rank" in candidates else [None] * len(candidates)
+    ranked: dict[str, list[tuple[float, str]]] = {}
+    for qid, docno, rank in zip(candidates["qid"], candidates["docno"], ranks):
+        rows = ranked.setdefault(qid, [])
+        rows.append((len(rows) + 1 if rank is None or pd.isna(rank) else rank, docno))
+    queries = dict(zip(candidates["qid"], candidates["query"]))
+    texts = dict(zip(candidates["docno"], candidates["text"]))
+    return queries, {qid: [docno for _, docno in sorted(rows, key=lambda row: row[0])]
+                     for qid, rows in ranked.items()}, texts
 
 
 def _fields(line: str, count: int, layout: str, where: str) -> list[str]:

@@ -96,11 +96,11 @@ def test_mixture_and_config(files, tmp_path):
 def test_bad_files_say_where(tmp_path):
     bad = tmp_path / "qrels.txt"
     bad.write_text("q1 0 d1 1\nq1 d2 1\n")
-    with pytest.raises(ValueError, match="qrels.txt:2"):
+    with pytest.raises(ValueError, match="qrels.txt, line 2"):
         read_qrels(bad)
     run = tmp_path / "x.run"
     run.write_text("q1 Q0 d1 1 2.0\n")
-    with pytest.raises(ValueError, match="x.run:1"):
+    with pytest.raises(ValueError, match="x.run, line 1"):
         read_run(run)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         read_qrels(tmp_path / "nowhere.txt")

@@ -67,7 +67,7 @@ def test_missing_teacher_score_names_line(tmp_path):
     path = tmp_path / "bad.jsonl.gz"
     with gzip.open(path, "wt", encoding="utf-8") as file:
         file.write(json.dumps(dict(qid="q", query="x", docno="d", text="t", rank=1, score=1)) + "\n")
-    with pytest.raises(ValueError, match="bad.jsonl.gz:1"):
+    with pytest.raises(ValueError, match="bad.jsonl.gz, line 1: no teacher_score"):
         TeacherScores.from_files(path)
 
 

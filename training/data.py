@@ -20,14 +20,14 @@ Offline, the inputs are files in the layout of ``../shared/data`` (``*.rerank.js
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from pyterrier_setenc import io
 
 
 @dataclass
@@ -49,85 +49,26 @@ class Sample:
 # ------------------------------------------------------------------------------------------------- file readers
 
 
-def _open(path: str | os.PathLike):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training data file not found: {path}")
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
-
-
 def read_candidates(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
-    """A ``rerank.jsonl.gz`` file: queries ``{qid: text}``, candidate docnos per qid in first-stage order, and
-    passage texts ``{docno: text}``."""
-    queries: dict[str, str] = {}
-    ranked: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    texts: dict[str, str] = {}
-    with _open(path) as file:
-        for number, line in enumerate(file, 1):
-            row = json.loads(line)
-            missing = {"qid", "query", "docno", "text"} - set(row)
-            if missing:
-                raise ValueError(f"{path}:{number}: missing fields {sorted(missing)}")
-            qid, docno = str(row["qid"]), str(row["docno"])
-            queries[qid] = row["query"]
-            texts[docno] = row["text"]
-            ranked[qid].append((float(row.get("rank", len(ranked[qid]) + 1)), docno))
-    return queries, {qid: [d for _, d in sorted(rows, key=lambda r: r[0])] for qid, rows in ranked.items()}, texts
+    """A ``rerank.jsonl.gz`` file (:func:`pyterrier_setenc.io.read_rerank`): queries ``{qid: text}``, candidate
+    docnos per qid in first-stage order and passage texts ``{docno: text}``."""
+    return io.candidate_lists(io.read_rerank(path))
 
 
 def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """TREC qrels ``qid 0 docno relevance`` as ``{qid: {docno: relevance}}``."""
+    """TREC qrels (:func:`pyterrier_setenc.io.read_qrels`) as ``{qid: {docno: relevance}}``."""
     qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    with _open(path) as file:
-        for number, line in enumerate(file, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4:
-                raise ValueError(f"{path}:{number}: a qrels line has 4 fields (qid 0 docno relevance): {line!r}")
-            qrels[parts[0]][parts[2]] = int(parts[3])
+    for qid, docno, label in io.read_qrels(path).itertuples(index=False, name=None):
+        qrels[qid][docno] = int(label)
     return dict(qrels)
 
 
 def read_run(path: str | os.PathLike) -> dict[str, list[str]]:
-    """A TREC run ``qid Q0 docno rank score tag`` as docnos per qid, best first (by score, then rank)."""
+    """A TREC run (:func:`pyterrier_setenc.io.read_run`) as docnos per qid, best first (by score, then rank)."""
     rows: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
-    with _open(path) as file:
-        for number, line in enumerate(file, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 6:
-                raise ValueError(f"{path}:{number}: a run line has 6 fields (qid Q0 docno rank score tag): {line!r}")
-            rows[parts[0]].append((-float(parts[4]), int(parts[3]), parts[2]))
+    for qid, docno, rank, score in io.read_run(path).itertuples(index=False, name=None):
+        rows[qid].append((-float(score), int(rank), docno))
     return {qid: [docno for *_, docno in sorted(ranking)] for qid, ranking in rows.items()}
-
-
-def read_topics(path: str | os.PathLike) -> dict[str, str]:
-    """``qid<TAB>query`` lines."""
-    topics = {}
-    with _open(path) as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
-            if "\t" not in line:
-                raise ValueError(f"{path}:{number}: a topics line is qid<TAB>query: {line!r}")
-            qid, query = line.rstrip("\n").split("\t", 1)
-            topics[qid] = query
-    return topics
-
-
-def read_docs(path: str | os.PathLike, wanted: Iterable[str] | None = None) -> dict[str, str]:
-    """``docs.jsonl.gz`` texts (``title`` and ``text`` joined), optionally only the ``wanted`` docnos."""
-    wanted = set(wanted) if wanted is not None else None
-    texts = {}
-    with _open(path) as file:
-        for line in file:
-            row = json.loads(line)
-            docno = str(row["docno"])
-            if wanted is None or docno in wanted:
-                texts[docno] = " ".join(part for part in (row.get("title"), row.get("text")) if part)
-    return texts
 
 
 # ------------------------------------------------------------------------------------------------------ sources
@@ -292,14 +233,16 @@ class TeacherScores(_Source):
     @classmethod
     def from_files(cls, candidates: str | os.PathLike, **options) -> TeacherScores:
         """A ``*.teacher.jsonl.gz`` file: ``rerank.jsonl.gz`` rows with a ``teacher_score`` field."""
-        queries, ranked, texts = read_candidates(candidates)
+        frame = io.read_rerank(candidates)
+        if "teacher_score" not in frame:
+            raise io.InputFileError(f"{candidates}, line 1: no teacher_score field")
+        missing = frame["teacher_score"].isna()
+        if missing.any():
+            raise io.InputFileError(f"{candidates}, line {frame['line'][missing].iloc[0]}: no teacher_score field")
+        queries, ranked, texts = io.candidate_lists(frame)
         scores: dict[str, dict[str, float]] = defaultdict(dict)
-        with _open(candidates) as file:
-            for number, line in enumerate(file, 1):
-                row = json.loads(line)
-                if "teacher_score" not in row:
-                    raise ValueError(f"{candidates}:{number}: no teacher_score field")
-                scores[str(row["qid"])][str(row["docno"])] = float(row["teacher_score"])
+        for qid, docno, score in zip(frame["qid"], frame["docno"], frame["teacher_score"]):
+            scores[qid][docno] = float(score)
         return cls(queries=queries, texts=texts, candidates=ranked, scores=dict(scores), **options)
 
 
