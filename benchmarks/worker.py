@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         model = model_for(system)
 
         def score(query: str, passages: list[str]) -> list[float]:
-            model.listwise = system != "mono"  # mono shares the float32 model of set-encoder
-            return model.score_lists([query], [passages])[0].tolist()
+            # mono shares the float32 model of set-encoder, without inter-passage attention
+            return model.score_lists([query], [passages], listwise=system != "mono")[0].tolist()
 
         return score
 

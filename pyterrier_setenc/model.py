@@ -207,12 +207,13 @@ class CrossEncoder(nn.Module):
 
     @torch.inference_mode()
     def score_lists(self, queries: Sequence[str], lists: Sequence[Sequence[str]],
-                    token_budget: int = DEFAULT_TOKEN_BUDGET) -> list[torch.Tensor]:
-        """Scores each query's passage list in one pass; lists of one call are run together."""
+                    token_budget: int = DEFAULT_TOKEN_BUDGET, listwise: bool = True) -> list[torch.Tensor]:
+        """Scores each query's passage list in one pass; lists of one call are run together. ``listwise=False``
+        scores every passage on its own (a Set-Encoder without inter-passage attention, same tokens)."""
         sizes = [len(docs) for docs in lists]
         flat_queries = [q for q, n in zip(queries, sizes) for _ in range(n)]
         flat_docs = [d for docs in lists for d in docs]
         if not flat_docs:
             return [torch.empty(0) for _ in lists]
-        scores = self(self.encode(flat_queries, flat_docs, sizes, token_budget)).cpu()
+        scores = self(self.encode(flat_queries, flat_docs, sizes if listwise else None, token_budget)).cpu()
         return list(torch.split(scores, sizes))
