@@ -57,9 +57,22 @@ class Model:
     identity: dict[str, Any] | None = None
 
 
-def default_models() -> list[str]:
-    """The models the commands evaluate when no ``--model`` is given (none yet: only the first stage's rows)."""
-    return []
+TEACHER_ROW = "teacher-minilm"
+
+
+def default_models(verbose: bool = True) -> dict[str, str | pt.Transformer]:
+    """The rows the commands evaluate when no ``--model`` is given: the checkpoints shipped in the package
+    (:mod:`pyterrier_setenc.embedded`, the Set-Encoder and its mono twin) where the installed package has them, and
+    their distillation teacher, the bi-encoder all-MiniLM-L6-v2 (:func:`training.teacher.teacher_reranker`), as a
+    reference row. Everything is on the machine: no network."""
+    from pyterrier_setenc import embedded
+    from training.teacher import teacher_reranker
+
+    models: dict[str, str | pt.Transformer] = {
+        name: str(folder) for name, folder in (("set-encoder", embedded.SET_ENCODER), ("mono", embedded.MONO))
+        if (folder / "config.json").is_file()}
+    models[TEACHER_ROW] = teacher_reranker(verbose=verbose)
+    return models
 
 
 def split_model_spec(spec: str | os.PathLike) -> tuple[str | None, str]:
@@ -365,9 +378,9 @@ def common_kwargs(args: argparse.Namespace) -> dict:
                 dtype=args.dtype, int8=args.int8, verbose=not args.quiet)
 
 
-def models_of(args: argparse.Namespace) -> list[str]:
+def models_of(args: argparse.Namespace) -> ModelsArg:
     """The ``--model`` values, or :func:`default_models` when none is given."""
-    return list(args.model) or default_models()
+    return list(args.model) or default_models(verbose=not args.quiet)
 
 
 def settings_of(**values) -> dict[str, Any]:
