@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pyterrier as pt
 
-from .data import AddText, iter_docs, read_docs
+from .collection import AddText, iter_docs, read_docs
 
 BM25_K1 = 0.9
 BM25_B = 0.4

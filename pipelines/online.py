@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pyterrier as pt
 
-from .data import BENCHMARKS, MSMARCO_PISA_INDEX, AddText, Benchmark
+from .bm25 import BM25_B, BM25_K1, cached_pisa_index
+from .collection import BENCHMARKS, MSMARCO_PISA_INDEX, AddText, Benchmark
 
 __all__ = ["MSMARCO_PISA_INDEX", "irds_qrels", "irds_topics", "load_online"]
 
@@ -30,7 +31,7 @@ def irds_qrels(dataset) -> pd.DataFrame:
 
 
 def load_online(name: str, first_stage: str, *, cache_dir: Path, candidates: int = 100) -> Benchmark:
-    """The benchmark ``name`` (a short name of :data:`pipelines.data.BENCHMARKS` or an ir_datasets id) with a
+    """The benchmark ``name`` (a short name of :data:`pipelines.collection.BENCHMARKS` or an ir_datasets id) with a
     live BM25 first stage; the stored first stages (``bm25-rm3``, ``tasb``, ...) exist only offline."""
     import ir_datasets
     from pyterrier_pisa import PisaIndex
@@ -50,8 +51,6 @@ def load_online(name: str, first_stage: str, *, cache_dir: Path, candidates: int
         transformer = index.bm25(num_results=candidates) >> texts
         source = f"BM25 over {spec.pisa_index}"
     else:
-        from .bm25 import BM25_B, BM25_K1, cached_pisa_index
-
         def docs():
             for doc in dataset.docs_iter():
                 yield {"docno": str(doc.doc_id), "text": doc.default_text()}
