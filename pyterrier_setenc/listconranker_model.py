@@ -26,7 +26,7 @@ from .batching import DEFAULT_TOKEN_BUDGET, pack
 from .checkpoint import (CheckpointError, check_backbone_config, read_config, read_state_dict, read_weight_file,
                          resolve)
 from .encoder import Backbone
-from .tokenization import _load_backend
+from .tokenization import load_backend
 
 LIST_FILES = ("linear_in_embedding.pt", "list_transformer.pt")
 _DOWNLOAD = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "tokenizer.json",
@@ -227,7 +227,7 @@ class ListConRankerModel(nn.Module):
         # None: the checkpoint's own limit (its position embeddings)
         limit = config["max_position_embeddings"]
         max_length = limit if max_length is None else min(max_length, limit)
-        model = cls(config, width, len(layers), feedforward, TextTokenizer(_load_backend(path), max_length), name)
+        model = cls(config, width, len(layers), feedforward, TextTokenizer(load_backend(path), max_length), name)
         model._load(encoder, projection, lists)
         return model
 

@@ -32,7 +32,8 @@ def tokenizer_source(path: Path) -> Path:
     return path / "tokenizer.json" if (path / "tokenizer.json").is_file() else path / "vocab.txt"
 
 
-def _load_backend(path: Path) -> Tokenizer:
+def load_backend(path: Path) -> Tokenizer:
+    """The ``tokenizers`` tokenizer of a checkpoint folder (from :func:`tokenizer_source`)."""
     source = tokenizer_source(path)
     if source.name == "tokenizer.json":
         try:
@@ -138,7 +139,7 @@ class PairTokenizer:
                 raise CheckpointError(f"{path / 'tokenizer_config.json'}: model_max_length {limit!r} cannot hold "
                                       f"{room} (at least {least})")
             max_length = int(min(limit, max_position_embeddings))
-        return cls(_load_backend(path), query_length=query_length, doc_length=doc_length,
+        return cls(load_backend(path), query_length=query_length, doc_length=doc_length,
                    interaction_token=interaction_token, max_length=max_length, source=str(tokenizer_source(path)))
 
     @property
