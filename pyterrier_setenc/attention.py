@@ -102,7 +102,7 @@ def _with_partners(context: torch.Tensor, lse: torch.Tensor, query: torch.Tensor
         rows = slice(start, start + chunk)
         scores = torch.matmul(query[rows].view(-1, heads, size).transpose(0, 1), partner_keys)  # (heads, t, n)
         seqs = row_seq[rows]
-        if bucket.lists > 1:
+        if bucket.list_count > 1:
             scores = _masked(scores, batch.seq_list[keys][None, :] != batch.seq_list[seqs][:, None])
         scores[:, torch.arange(len(seqs), device=seqs.device), torch.searchsorted(keys, seqs)] = float("-inf")
         partner_context, partner_lse = _softmax_product(scores, partner_values)  # -inf: rows without partners

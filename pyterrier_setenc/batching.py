@@ -38,19 +38,19 @@ class Group:
 @dataclass
 class Bucket:
     """Sequences ``seqs`` (a range of sorted positions) whose tokens are packed rows ``rows``, cut into ``groups``.
-    For inter-passage attention, ``keys`` are the sorted positions (ascending) of all sequences of the ``lists``
-    lists the bucket touches: each sequence attends to the interaction tokens of those in its own list, except its
-    own."""
+    For inter-passage attention, ``keys`` are the sorted positions (ascending) of all sequences of the
+    ``list_count`` lists the bucket touches: each sequence attends to the interaction tokens of those in its own
+    list, except its own."""
 
     seqs: slice
     rows: slice
     groups: list[Group]
     keys: torch.Tensor | None = None
-    lists: int = 0
+    list_count: int = 0
 
     def to(self, device: torch.device) -> Bucket:
         return Bucket(self.seqs, self.rows, [g.to(device) for g in self.groups], _move(self.keys, device),
-                      self.lists)
+                      self.list_count)
 
 
 def _move(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
@@ -88,26 +88,27 @@ class PackedBatch:
                            [b.to(device) for b in self.buckets], self.row_seq.to(device), _move(self.seq_list, device))
 
 
-def group_batches(sizes: Sequence[int], batch_size: int) -> Iterator[list[int]]:
-    """Indices of consecutive groups (query lists) whose passages together stay within ``batch_size``; a list is
+def list_batches(sizes: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices of consecutive lists (one per query) whose passages together stay within ``batch_size``; a list is
     never split, and a list longer than ``batch_size`` forms a batch of its own."""
     batch: list[int] = []
     passages = 0
-    for group, size in enumerate(sizes):
+    for number, size in enumerate(sizes):
         if batch and passages + size > batch_size:
             yield batch
             batch, passages = [], 0
-        batch.append(group)
+        batch.append(number)
         passages += size
     if batch:
         yield batch
 
 
 def pack(input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[int]],
-         group_sizes: Sequence[int] | None, *, token_budget: int = DEFAULT_TOKEN_BUDGET) -> PackedBatch:
-    """Packs sequences given in group order (``group_sizes[g]`` consecutive sequences form list ``g``).
+         list_sizes: Sequence[int] | None, *, token_budget: int = DEFAULT_TOKEN_BUDGET) -> PackedBatch:
+    """Packs sequences given in list order (``list_sizes[i]`` consecutive sequences form list ``i``).
 
-    With ``group_sizes`` every sequence gets its list partners (itself masked out); without, none (pointwise).
+    With ``list_sizes`` every sequence gets its list partners (itself masked out); without, none (pointwise).
+    A *group* (:class:`Group`) is only ever a run of sorted sequences of nearly equal length inside a bucket.
     """
     total = len(input_ids)
     lengths = [len(ids) for ids in input_ids]
@@ -121,10 +122,10 @@ def pack(input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[i
     positions = torch.arange(len(flat_ids)) - starts[row_seq]
 
     seq_list = None
-    if group_sizes is not None:
-        if sum(group_sizes) != total:
-            raise ValueError(f"group sizes add up to {sum(group_sizes)}, but there are {total} sequences")
-        list_of = torch.repeat_interleave(torch.arange(len(group_sizes)), torch.tensor(group_sizes, dtype=torch.long))
+    if list_sizes is not None:
+        if sum(list_sizes) != total:
+            raise ValueError(f"list sizes add up to {sum(list_sizes)}, but there are {total} sequences")
+        list_of = torch.repeat_interleave(torch.arange(len(list_sizes)), torch.tensor(list_sizes, dtype=torch.long))
         seq_list = list_of[order_tensor]
 
     lengths_sorted = sorted_lengths.tolist()
@@ -135,13 +136,13 @@ def pack(input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[i
         while last < total and (last == first or tokens + lengths_sorted[last] <= token_budget):
             tokens += lengths_sorted[last]
             last += 1
-        keys, lists = None, 0
+        keys, list_count = None, 0
         if seq_list is not None:
             touched = torch.unique(seq_list[first:last])
-            keys, lists = torch.isin(seq_list, touched).nonzero().squeeze(1), len(touched)
+            keys, list_count = torch.isin(seq_list, touched).nonzero().squeeze(1), len(touched)
         groups = _groups(first, last, lengths_sorted, starts)
         rows = slice(int(starts[first]), int(starts[first]) + tokens)
-        buckets.append(Bucket(slice(first, last), rows, groups, keys, lists))
+        buckets.append(Bucket(slice(first, last), rows, groups, keys, list_count))
         first = last
     return PackedBatch(flat_ids, flat_types, positions, starts, order_tensor, buckets, row_seq, seq_list)
 

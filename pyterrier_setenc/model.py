@@ -191,11 +191,11 @@ class CrossEncoder(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def encode(self, queries: Sequence[str], docs: Sequence[str], group_sizes: Sequence[int] | None,
+    def encode(self, queries: Sequence[str], docs: Sequence[str], list_sizes: Sequence[int] | None,
                token_budget: int = DEFAULT_TOKEN_BUDGET) -> PackedBatch:
-        """Tokenizes pairs (``queries[i]`` with ``docs[i]``) and packs them; ``group_sizes`` give the lists."""
+        """Tokenizes pairs (``queries[i]`` with ``docs[i]``) and packs them; ``list_sizes`` give the lists."""
         encoded = self.tokenizer(queries, docs)
-        return pack(encoded.input_ids, encoded.token_type_ids, group_sizes if self.listwise else None,
+        return pack(encoded.input_ids, encoded.token_type_ids, list_sizes if self.listwise else None,
                     token_budget=token_budget)
 
     def forward(self, batch: PackedBatch, gradient_checkpointing: bool = False) -> torch.Tensor:

@@ -28,12 +28,12 @@ class MonoReRanker(CrossEncoderReRanker):
         return (f"{model.name} is a {model.kind} checkpoint, which scores whole lists: use SetEncoderReRanker; "
                 f"MonoReRanker takes {' or '.join(self.accepted_kinds)} checkpoints")
 
-    def batches(self, groups: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+    def batches(self, query_rows: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
         batch: list[np.ndarray] = []
         size = 0
-        for group in groups:
-            for start in range(0, len(group), self.batch_size):
-                piece = group[start:start + self.batch_size]
+        for rows in query_rows:  # a pointwise model may split a query's list
+            for start in range(0, len(rows), self.batch_size):
+                piece = rows[start:start + self.batch_size]
                 if size + len(piece) > self.batch_size:
                     yield batch
                     batch, size = [], 0

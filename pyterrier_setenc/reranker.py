@@ -288,8 +288,9 @@ class ReRanker(pt.Transformer):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
-    def batches(self, groups: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
-        """Row indices of the lists scored in one forward pass each (a list may be split only if not listwise)."""
+    def batches(self, query_rows: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        """The row indices of each query's list (``query_rows``), in batches of one forward pass each (a list may be
+        split only if not listwise)."""
         raise NotImplementedError
 
     def score_lists(self, queries: list[str], lists: list[list[str]]) -> list[np.ndarray]:
@@ -319,13 +320,13 @@ class ReRanker(pt.Transformer):
         texts = passage_texts(frame, self.text_field)
         if self.listwise:
             _warn_if_cached_by_pair(self)
-        groups = list(frame.groupby("qid", sort=False).indices.values())
+        query_rows = list(frame.groupby("qid", sort=False).indices.values())
         queries = frame["query"].tolist()
-        last_rows = {int(g[-1]) for g in groups}  # a query is done when its last row is scored
+        last_rows = {int(rows[-1]) for rows in query_rows}  # a query is done when its last row is scored
         scores = np.empty(len(frame), dtype=np.float64)
-        progress = pt.tqdm(total=len(groups), desc=repr(self), unit="q", disable=not self.verbose)
+        progress = pt.tqdm(total=len(query_rows), desc=repr(self), unit="q", disable=not self.verbose)
         with progress, torch.inference_mode():
-            for rows in self.batches(groups):
+            for rows in self.batches(query_rows):
                 batch_scores = self.score_lists([queries[r[0]] for r in rows], [[texts[i] for i in r] for r in rows])
                 for r, s in zip(rows, batch_scores):
                     scores[r] = s

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .batching import group_batches
+from .batching import list_batches
 from .reranker import CrossEncoderReRanker
 
 
@@ -31,6 +31,6 @@ class SetEncoderReRanker(CrossEncoderReRanker):
         """True for Set-Encoder checkpoints (a passage's score depends on its whole list), False for pointwise ones."""
         return bool(self.module.listwise)
 
-    def batches(self, groups: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
-        for batch in group_batches([len(g) for g in groups], self.batch_size):
-            yield [groups[g] for g in batch]
+    def batches(self, query_rows: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
+        for batch in list_batches([len(rows) for rows in query_rows], self.batch_size):
+            yield [query_rows[number] for number in batch]
