@@ -26,6 +26,7 @@ from .batching import DEFAULT_TOKEN_BUDGET, pack
 from .checkpoint import (CheckpointError, check_backbone_config, read_config, read_state_dict, read_weight_file,
                          resolve)
 from .encoder import Backbone
+from .model import HARMLESS_WEIGHTS
 from .tokenization import load_backend
 
 LIST_FILES = ("linear_in_embedding.pt", "list_transformer.pt")
@@ -237,10 +238,12 @@ class ListConRankerModel(nn.Module):
                                     (self.list_transformer, lists, "list_transformer.pt")):
             own = module.state_dict()
             missing = sorted(set(own) - set(state))
-            unexpected = sorted(set(state) - set(own)) if module is not self.encoder else []
+            unexpected = sorted(key for key in set(state) - set(own)
+                                if module is not self.encoder or key not in HARMLESS_WEIGHTS)
             wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
             if missing or unexpected or wrong:
-                raise CheckpointError(f"{self.name}: the {what} weights do not fit: missing {missing[:6]}, "
+                where = "the encoder weights (model.safetensors)" if module is self.encoder else f"the {what} weights"
+                raise CheckpointError(f"{self.name}: {where} do not fit: missing {missing[:6]}, "
                                       f"unexpected {unexpected[:6]}, wrong shape {wrong[:6]}")
             module.load_state_dict({k: state[k] for k in own}, strict=True)
 

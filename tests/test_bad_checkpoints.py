@@ -482,3 +482,14 @@ def test_listconranker_ignores_a_stray_backup(tmp_path):
     expected = ListConRankerModel.from_pretrained(LISTCON).score_lists(QUERIES, LISTS)[0]
     got = ListConRankerModel.from_pretrained(folder).score_lists(QUERIES, LISTS)[0]
     assert (expected == got).all()
+
+
+def test_listconranker_refuses_encoder_weights_it_does_not_use(tmp_path):
+    # a config with one layer fewer than the weights: the last layer's weights would be dropped silently
+    folder = shutil.copytree(LISTCON, tmp_path / "ckpt")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["num_hidden_layers"] -= 1
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"encoder weights \(model.safetensors\) do not fit: missing \[\], "
+                                             r"unexpected \['encoder\.layer\."):
+        ListConRankerModel.from_pretrained(folder)
