@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from pyterrier_setenc.cli import add_ray_arguments, positive_int
+
 from .data import CACHE_DIR_ENV, DATA_DIR_ENV, DataFormatError
 from .output import CACHE, OutputError, ResultFolder, markdown_table, safe_name
 
@@ -283,16 +285,6 @@ def check_correction(correction: str | None) -> str | None:
 
 # --- the command line ---------------------------------------------------------------------------------------------
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def folder_path(text: str) -> Path:
     path = Path(text).expanduser()
     if path.exists() and not path.is_dir():
@@ -331,11 +323,7 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--ray-workers", type=positive_int, default=None, metavar="N",
-                        help='score each checkpoint on N Ray actors (pip install "pyterrier-setenc[ray]"; '
-                             "default: in this process)")
-    parser.add_argument("--ray-address", default=None, metavar="ADDR",
-                        help="the Ray cluster for --ray-workers (auto, ray://HEAD:10001; default: a local Ray)")
+    add_ray_arguments(parser)
     return parser
 
 

@@ -31,6 +31,7 @@ import pandas as pd
 import pyterrier as pt
 
 from .atomic import OutputPathError, check_writable
+from .cli import add_ray_arguments, positive_int
 from .checkpoint import CheckpointError
 from .io import InputFileError, check_tag, find_rerank, normalize_run, read_rerank, write_run
 from .tirex_image import download_model  # noqa: F401  (tira/Dockerfile imports it from here)
@@ -188,13 +189,6 @@ def resolve_tag(value: str | None) -> str | None:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The entry point's options; add new ones here and read them in :func:`main`."""
     parser = argparse.ArgumentParser(prog=f"python -m {PROGRAM}", description=__doc__.split("\n\n")[0])
@@ -206,11 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="passages per forward pass (default: the re-ranker's)")
     parser.add_argument("--tag", default=None,
                         help="system tag of the run (default: $SETENC_TAG, else from the model's name)")
-    parser.add_argument("--ray-workers", type=positive_int, default=None, metavar="N",
-                        help='score on N Ray actors, one model each (pip install "pyterrier-setenc[ray]"; '
-                             "default: in this process)")
-    parser.add_argument("--ray-address", default=None, metavar="ADDR",
-                        help="the Ray cluster for --ray-workers (auto, ray://HEAD:10001; default: a local Ray)")
+    add_ray_arguments(parser)
     return parser
 
 

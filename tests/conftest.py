@@ -153,3 +153,15 @@ def build_set_encoder(target: Path, add_extra_token: bool = True, seed: int = 0,
 @pytest.fixture(scope="session")
 def set_encoder_path(tmp_path_factory) -> Path:
     return build_set_encoder(tmp_path_factory.mktemp("setenc") / "ckpt")
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a network connection fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

@@ -7,7 +7,6 @@ import gzip
 import json
 import math
 import shutil
-import socket
 
 import numpy as np
 import pandas as pd
@@ -34,15 +33,6 @@ PUBLISHED = {
 }
 RANKGPT = {"dl19": 0.6868, "dl20": 0.6337}  # "RankGPT-3.5 on BM25 top-100", same README table
 
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a network connection fails the test."""
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @requires_data

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import socket
 from pathlib import Path
 
 import pandas as pd
@@ -20,14 +19,6 @@ from pipelines.data import BenchmarkSpec, load_benchmark, read_qrels, read_topic
 DL19 = "setenc-test/dl19-slice"  # corpus: the passages of the slice's DL19 BM25 lists
 NOVELEVAL = "setenc-test/noveleval-slice"  # a whole corpus: the slice's NovelEval passages
 
-
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def passages(rerank: Path) -> list[dict]:
