@@ -1,7 +1,8 @@
 """Distillation data, offline: a bi-encoder teacher's scores over BM25 candidate lists, in the trainer's format.
 
 Three sources, each written as a ``*.teacher.jsonl.gz`` file (the ``rerank.jsonl.gz`` fields ``qid``, ``query``,
-``docno``, ``text``, ``rank``, ``score`` of the first stage, plus ``teacher_score``), read by the trainer's
+``docno``, ``text``, ``rank`` of the first stage and ``score``: the BM25 score for pseudo-queries, minus the rank for
+the DL lists, whose stored files keep ranks only; plus ``teacher_score``), read by the trainer's
 ``teacher_scores`` source:
 
 - ``dl21-train``: the TREC DL 2021 BM25 top-100 of the DL21 queries not held out (their graded qrels are written
