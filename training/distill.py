@@ -2,7 +2,7 @@
 
 Three sources, each written as a ``*.teacher.jsonl.gz`` file (the ``rerank.jsonl.gz`` fields ``qid``, ``query``,
 ``docno``, ``text``, ``rank`` of the first stage and ``score``: the BM25 score for pseudo-queries, minus the rank for
-the DL lists, whose stored files keep ranks only; plus ``teacher_score``), read by the trainer's
+the DL lists (their BM25 scores are not carried over); plus ``teacher_score``), read by the trainer's
 ``teacher_scores`` source:
 
 - ``dl21-train``: the TREC DL 2021 BM25 top-100 of the DL21 queries not held out (their graded qrels are written
