@@ -5,21 +5,21 @@ from ``$inputDataset`` and writes the run to ``$outputDir``::
 
     python -m pyterrier_setenc.tirex --input $inputDataset --output $outputDir --model /model
 
+``--dtype bfloat16`` and ``--int8`` (int8 dynamic quantization on the CPU; cross-encoders only) go to the re-ranker.
 Missing folders are taken from ``TIRA_INPUT_DATASET`` and ``TIRA_OUTPUT_DIR``, a missing model from ``SETENC_MODEL``
 (else ``/model``, where the Docker image keeps its checkpoint). The run is written as TIREx normalises runs: queries
 in order, passages by descending score, ranks from 1, at most 1,000 passages a query, one system tag.
 
 Everything is checked before anything is touched, in this order: the output folder can be written, the tag, the
-input (:func:`pyterrier_setenc.io.read_rerank`), the model loads. Then the candidates are scored and ``run.txt`` is
-written atomically. A failed or killed run ends with a message that names the problem and leaves an earlier
-``run.txt`` as it was; errors about a row of the input name its line.
+input (:func:`pyterrier_setenc.io.read_rerank`), the numerics options suit the model, the model loads. Then the
+candidates are scored and ``run.txt`` is written atomically. A failed or killed run ends with a message that names
+the problem and leaves an earlier ``run.txt`` as it was; errors about a row of the input name its line.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import traceback
 import warnings
@@ -31,16 +31,18 @@ import pandas as pd
 import pyterrier as pt
 
 from .atomic import OutputPathError, check_writable
-from .cli import add_ray_arguments, positive_int
+from .cli import NumericsOptionError, add_numerics_arguments, add_ray_arguments, numerics_options, positive_int
 from .checkpoint import CheckpointError
-from .io import InputFileError, check_tag, find_rerank, normalize_run, read_rerank, write_run
+from .io import (InputFileError, check_tag, default_tag, find_rerank, normalize_run, read_rerank, tag_from_name,
+                 write_run)
+from .ray_rerank import RayReRanker
 from .tirex_image import download_model  # noqa: F401  (tira/Dockerfile imports it from here)
 
 RUN_FILE = "run.txt"
 DEPTH = 1000
 BAKED_MODEL = "/model"
 PROGRAM = "pyterrier_setenc.tirex"
-SETTING_ERRORS = (InputFileError, OutputPathError, CheckpointError, ModuleNotFoundError)
+SETTING_ERRORS = (InputFileError, OutputPathError, CheckpointError, NumericsOptionError, ModuleNotFoundError)
 
 
 class TirexInputError(ValueError):
@@ -52,19 +54,6 @@ def say(message: str) -> None:
 
 
 # --- tags ------------------------------------------------------------------------------------------------------------
-
-def tag_from_name(name: str) -> str:
-    """A system tag from a name: characters other than letters, digits and ``._+-`` become ``-``."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-") or "pyterrier-setenc"
-
-
-def default_tag(model) -> str:
-    """A system tag from the model's name: a local folder's name, or a Hugging Face id with ``/`` as ``-``."""
-    given = getattr(model, "model", model)  # a re-ranker's checkpoint as it was given
-    name = str(getattr(given, "name", given))
-    path = Path(name).expanduser()
-    return tag_from_name(path.name if path.exists() else name)
-
 
 def valid_tag(tag: str) -> str:
     try:
@@ -113,26 +102,37 @@ def rerank(frame: pd.DataFrame, reranker: pt.Transformer) -> pd.DataFrame:
     return scored[["qid", "docno", "score"]]
 
 
-def load_model(model, batch_size: int | None = None) -> pt.Transformer:
+def reranker_options(model, batch_size: int | None = None, dtype: str = "float32", int8: bool = False) -> dict:
+    """The re-ranker's keyword arguments for a checkpoint; ``int8`` also means the CPU, the only device int8 runs on.
+    An option the checkpoint's re-ranker cannot take is refused (:func:`pyterrier_setenc.cli.numerics_options`)."""
+    options = {"batch_size": batch_size} if batch_size is not None else {}
+    options |= numerics_options(model, dtype=dtype, int8=int8)
+    return options | ({"device": "cpu"} if int8 else {})
+
+
+def load_model(model, batch_size: int | None = None, dtype: str = "float32", int8: bool = False) -> pt.Transformer:
     """``model`` itself when it is a transformer, else the re-ranker :func:`pyterrier_setenc.load_reranker` fits
-    to the checkpoint."""
+    to the checkpoint, with the options of :func:`reranker_options`."""
     if isinstance(model, pt.Transformer):
+        if dtype != "float32" or int8:
+            raise NumericsOptionError(f"--dtype and --int8 apply to a checkpoint; {model!r} is a re-ranker already "
+                                      "built")
         return model
     from . import load_reranker
 
-    options = {"verbose": True} | ({"batch_size": batch_size} if batch_size is not None else {})
-    return load_reranker(model, **options)
+    return load_reranker(model, verbose=True, **reranker_options(model, batch_size, dtype, int8))
 
 
 # --- the run ---------------------------------------------------------------------------------------------------------
 
 def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, model, *, tag: str | None = None,
-                batch_size: int | None = None, depth: int = DEPTH) -> Path:
+                batch_size: int | None = None, depth: int = DEPTH, dtype: str = "float32", int8: bool = False) -> Path:
     """Re-ranks a TIREx ``rerank.jsonl(.gz)`` (a file or the folder holding it) and writes ``output_dir/run.txt``.
 
-    ``model`` is a checkpoint name or folder (loaded with :func:`pyterrier_setenc.load_reranker`) or a re-ranker.
-    The output folder (made if missing), the tag, the input and the model are checked before anything is scored;
-    ``run.txt`` is replaced atomically, so a failure leaves an earlier one as it was.
+    ``model`` is a checkpoint name or folder (loaded with :func:`pyterrier_setenc.load_reranker`, with ``dtype``
+    and ``int8``: see :func:`reranker_options`) or a re-ranker. The output folder (made if missing), the tag, the
+    input and the model are checked before anything is scored; ``run.txt`` is replaced atomically, so a failure
+    leaves an earlier one as it was.
 
     >>> from pyterrier_setenc.tirex import rerank_file
     >>> rerank_file("tirex-input/", "tirex-output/", "webis/set-encoder-base")  # doctest: +SKIP
@@ -143,7 +143,7 @@ def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, mo
     source = find_rerank(input_path)
     frame = read_rerank(source)
     say(f"read {len(frame)} candidates of {frame['qid'].nunique()} queries from {source}")
-    reranker = load_model(model, batch_size)
+    reranker = load_model(model, batch_size, dtype, int8)
     say(f"re-ranking with {reranker!r}")
     with naming_lines(frame, source):
         run = normalize_run(rerank(frame, reranker), tag, depth)
@@ -200,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="passages per forward pass (default: the re-ranker's)")
     parser.add_argument("--tag", default=None,
                         help="system tag of the run (default: $SETENC_TAG, else from the model's name)")
+    add_numerics_arguments(parser)
     add_ray_arguments(parser)
     return parser
 
@@ -217,12 +218,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = resolve_model(args.model)
         if args.ray_address is not None and args.ray_workers is None:
             raise TirexInputError("--ray-address needs --ray-workers N")
+        numerics = {"dtype": args.dtype, "int8": args.int8}
         if args.ray_workers is not None:
-            from .ray_rerank import RayReRanker
-
             model = RayReRanker(model, workers=args.ray_workers, address=args.ray_address, shard_dir=output,
-                                **({"batch_size": args.batch_size} if args.batch_size is not None else {}))
-        rerank_file(source, output, model, tag=resolve_tag(args.tag), batch_size=args.batch_size)
+                                **reranker_options(model, args.batch_size, **numerics))
+            numerics = {}  # the actors' re-rankers take them
+        rerank_file(source, output, model, tag=resolve_tag(args.tag), batch_size=args.batch_size, **numerics)
     except (TirexInputError, *SETTING_ERRORS) as error:
         say(f"error: {error}")
         return 1

@@ -544,3 +544,78 @@ def test_download_model_fetches_the_files_a_checkpoint_needs(tmp_path, monkeypat
     (source / "config.json").write_text(json.dumps({"model_type": "t5", "architectures": ["T5Model"]}))
     with pytest.raises(CheckpointError, match="not supported|supported are"):
         download_model("org/t5", tmp_path / "t5")
+
+
+def reranker_scores(model: Path, rerank_input: Path, **options) -> pd.DataFrame:
+    """Scores of the re-ranker :func:`pyterrier_setenc.load_reranker` fits to ``model``, built with ``options``, on
+    the candidates as tira's loader reads them."""
+    from pyterrier_setenc import load_reranker
+
+    frame = all_lines_to_pandas(rerank_input, load_default_text=True)
+    scored = load_reranker(str(model), verbose=False, **options)(frame[["qid", "query", "docno", "text"]])
+    return scored[["qid", "docno", "score"]]
+
+
+@pytest.mark.parametrize("option, settings", [(["--int8"], {"int8": True, "device": "cpu"}),
+                                              (["--dtype", "bfloat16"], {"dtype": "bfloat16"})])
+def test_numerics_options_reach_the_reranker(tmp_path, hf_model, option, settings):
+    """``--int8`` / ``--dtype bfloat16`` give the scores of the re-ranker built with int8=True / dtype=bfloat16
+    (the golden values), which differ from float32's, so the option was not dropped on the way."""
+    assert main(["--input", str(SAMPLE.parent), "--output", str(tmp_path), "--model", str(hf_model), "--tag", "t",
+                 *option]) == 0
+    run = read_run(tmp_path, ONE_QUERY)
+    assert_run_matches(run, reranker_scores(hf_model, SAMPLE, **settings), "t")
+    float32 = reranker_scores(hf_model, SAMPLE).set_index("docno")["score"]
+    assert (run.set_index("docno")["score"].astype(float) - float32.loc[run["docno"]]).abs().max() > 1e-4
+
+
+def test_numerics_options_reach_the_ray_actors(tmp_path, monkeypatch, hf_model):
+    """With --ray-workers the options go to the actors' re-rankers (a stand-in pool scores in this process). int8
+    scales activations per matrix product, so the golden re-ranker has the same batch size."""
+    import pyterrier_setenc.ray_rerank as ray_rerank
+
+    class InProcessPool(pt.Transformer):
+        def __init__(self, model, **options):
+            self.options = options
+            self.reranker = __import__("pyterrier_setenc").load_reranker(model, verbose=False, **{
+                key: value for key, value in options.items() if key not in ("workers", "address", "shard_dir")})
+
+        def transform(self, inp):
+            return self.reranker(inp)
+
+    monkeypatch.setattr(ray_rerank, "RayReRanker", InProcessPool)
+    assert main(["--input", str(SAMPLE.parent), "--output", str(tmp_path), "--model", str(hf_model), "--tag", "t",
+                 "--int8", "--batch-size", "4", "--ray-workers", "2"]) == 0
+    assert_run_matches(read_run(tmp_path, ONE_QUERY), reranker_scores(hf_model, SAMPLE, int8=True, batch_size=4), "t")
+
+
+@pytest.mark.parametrize("model, option, phrase", [
+    ("listconranker", ["--int8"], "--int8 quantizes cross-encoders only; {model} is a ListConRanker checkpoint"),
+    ("fake-listconranker", ["--int8"], "--int8 quantizes cross-encoders only; {model} is a ListConRanker checkpoint"),
+    ("hf", ["--int8", "--dtype", "bfloat16"], "--int8 quantizes float32 models; it cannot go with --dtype bfloat16"),
+])
+def test_numerics_options_a_model_cannot_take_are_refused(tmp_path, capsys, hf_model, model, option, phrase):
+    """Refused with the option and the model named, before the model loads (a folder that only looks like a
+    ListConRanker is refused the same way, not with a loading error), leaving an earlier run.txt as it was."""
+    if model == "fake-listconranker":
+        path = tmp_path / "fake-listconranker"
+        path.mkdir()
+        (path / "list_transformer.pt").write_bytes(b"")
+    else:
+        path = hf_model if model == "hf" else FIXTURES / model
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "run.txt").write_text("1 Q0 d 1 1.0 earlier\n")
+    assert main(["--input", str(SAMPLE.parent), "--output", str(output), "--model", str(path), *option]) == 1
+    message = capsys.readouterr().err
+    assert phrase.format(model=path) in message, message
+    assert "Traceback" not in message
+    assert os.listdir(output) == ["run.txt"] and (output / "run.txt").read_text() == "1 Q0 d 1 1.0 earlier\n"
+
+
+def test_numerics_options_for_a_built_reranker_are_refused(tmp_path):
+    from pyterrier_setenc.cli import NumericsOptionError
+
+    with pytest.raises(NumericsOptionError, match="apply to a checkpoint"):
+        rerank_file(SAMPLE, tmp_path, LengthScorer(), tag="t", int8=True)
+    assert not (tmp_path / "run.txt").exists()
