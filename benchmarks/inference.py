@@ -1,13 +1,14 @@
 """Inference speed and memory, side by side in one run: this package's Set-Encoder, the same backbone as a pointwise
 cross-encoder (mono), and lightning-ir 0.0.6, on TREC DL 2019 BM25 top-100 lists with a random-weight Set-Encoder
-of ELECTRA-base dimensions (query length 32, passage length 256).
+of ELECTRA-base dimensions (query length 32, passage length 256); and this package's MonoReRanker against
+sentence-transformers' CrossEncoder on a Hugging Face cross-encoder of MiniLM-L6 shape.
 
     python -m benchmarks.inference --data-dir ../shared/data --reference-python /path/to/refvenv/bin/python
 
 Every timed run is a process of its own (:mod:`benchmarks.worker`, :mod:`benchmarks.lightning_ir_worker`), so
 peak memory is per run. Printed: seconds per query, passages/s, the FLOP rate on real tokens next to the matrix
 product rate measured in the same process, peak memory, the agreement of the scores with lightning-ir's, int8
-(and optionally bf16) numerics against float32, and a scaling table over list lengths.
+(and optionally bf16) numerics against float32, a scaling table over list lengths, and the peer comparison.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from benchmarks.checkpoint import electra_base_set_encoder
+from benchmarks.checkpoint import electra_base_set_encoder, minilm_cross_encoder
 from benchmarks.flops import model_flops
+from benchmarks.worker import POINTWISE
 
 RERANK = Path("trec-dl-2019") / "bm25-top100.rerank.jsonl.gz"
 REPO = Path(__file__).resolve().parent.parent
+PEER_TOLERANCE = 1e-4  # largest score difference between MonoReRanker and sentence-transformers taken as equal
 
 
 def run_worker(command: list[str], checkpoint: Path, queries: list[str], lists: list[list[str]],
@@ -66,7 +69,7 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 class Bench:
     """What every section shares: the checkpoint, the DL19 lists, how to start the workers, the figures so far."""
 
-    checkpoint: Path
+    checkpoint: Path | None  # the ELECTRA-base Set-Encoder (None when only the peer section runs)
     workdir: Path
     threads: int
     reference_python: str | None
@@ -94,37 +97,41 @@ class Bench:
         return [self.reference_python, str(REPO / "benchmarks" / "lightning_ir_worker.py"), "--threads",
                 str(self.threads)]
 
-    def model_facts(self, model: Path) -> tuple:
-        """The model's tokenizer and configuration, read once."""
-        if model not in self._models:
+    def model_facts(self, model: Path, max_length: int | None = None) -> tuple:
+        """The model's tokenizer (cutting pairs at ``max_length`` tokens, default the checkpoint's) and
+        configuration, read once."""
+        if (model, max_length) not in self._models:
             from pyterrier_setenc.model import CrossEncoder
 
-            self._models[model] = (CrossEncoder.from_pretrained(model).tokenizer,
-                                   json.loads((model / "config.json").read_text(encoding="utf-8")))
-        return self._models[model]
+            self._models[model, max_length] = (
+                CrossEncoder.from_pretrained(model, max_length=max_length).tokenizer,
+                json.loads((model / "config.json").read_text(encoding="utf-8")))
+        return self._models[model, max_length]
 
-    def lengths(self, model: Path, query: str, docs: list[str]) -> list[int]:
+    def lengths(self, model: Path, query: str, docs: list[str], max_length: int | None = None) -> list[int]:
         """Token counts of the pairs, with the model's own tokenizer."""
-        return [len(ids) for ids in self.model_facts(model)[0]([query] * len(docs), docs).input_ids]
+        return [len(ids) for ids in self.model_facts(model, max_length)[0]([query] * len(docs), docs).input_ids]
 
-    def timed(self, command: list[str], names: dict[str, str], model: Path | None = None) -> dict[str, dict]:
+    def timed(self, command: list[str], names: dict[str, str], model: Path | None = None,
+              max_length: int | None = None) -> dict[str, dict]:
         """Times ``command`` on the DL19 lists; ``names`` maps the worker's systems to row names. Seconds, rates,
-        memory and scores per row."""
+        memory and scores per row (FLOPs counted for pairs cut at ``max_length`` tokens)."""
         model = model or self.checkpoint
         print(f"timing {', '.join(names.values())} on {len(self.qids)} queries ...", file=sys.stderr, flush=True)
         report = run_worker(command, model, self.query_texts, self.lists, self.workdir)
-        config = self.model_facts(model)[1]
-        lengths = [self.lengths(model, q, docs) for q, docs in zip(self.query_texts, self.lists)]
+        config = self.model_facts(model, max_length)[1]
+        lengths = [self.lengths(model, q, docs, max_length) for q, docs in zip(self.query_texts, self.lists)]
         for system, name in names.items():
             run = report["runs"][system]
-            flops = sum(model_flops(config, list_lengths, system != "mono") for list_lengths in lengths)
+            flops = sum(model_flops(config, list_lengths, system not in POINTWISE) for list_lengths in lengths)
             total = sum(run["seconds"])
             rate = flops / total / 1e9
             self.results[name] = {
                 "s_per_query": total / len(self.qids), "passages_per_s": sum(map(len, self.lists)) / total,
                 "gflops": rate, "matmul_gflops": report["matmul_gflops"],
                 "matmul_share": rate / report["matmul_gflops"], "peak_rss_gib": report["peak_rss_gib"],
-                "rss_loaded_gib": report["rss_loaded_gib"], "scores": run["scores"]}
+                "rss_loaded_gib": report["rss_loaded_gib"], "pass_seconds": run["pass_seconds"],
+                "pass_cpu_seconds": run["pass_cpu_seconds"], "scores": run["scores"]}
         return {name: self.results[name] for name in names.values()}
 
 
@@ -210,6 +217,43 @@ def scaling(bench: Bench, sizes: list[int], full_length: bool) -> None:
                 rows)
 
 
+PEER_OURS, PEER = "MonoReRanker (ours)", "sentence-transformers CrossEncoder"
+
+
+def compare_peer(bench: Bench, model: Path, batch_size: int, max_length: int, repeats: int) -> bool:
+    """This package's MonoReRanker and sentence-transformers' ``CrossEncoder.predict`` on the same Hugging Face
+    cross-encoder checkpoint and lists, interleaved in one process, best of ``repeats`` passes: speed, FLOP rate and
+    the largest score difference. True when the scores are equal (within :data:`PEER_TOLERANCE`)."""
+    options = ["--repeats", str(repeats), "--batch-size", str(batch_size), "--max-length", str(max_length)]
+    figures = bench.timed([*bench.ours("mono-reranker,st-cross-encoder"), *options],
+                          {"mono-reranker": PEER_OURS, "st-cross-encoder": PEER}, model, max_length)
+    rows = [[name, f"{run['s_per_query']:.2f}", f"{run['passages_per_s']:.2f}", f"{run['gflops']:.0f}",
+             f"{run['matmul_gflops']:.0f}", f"{100 * run['matmul_share']:.0f}%",
+             " ".join(f"{seconds:.2f}" for seconds in run["pass_seconds"]),
+             " ".join(f"{seconds:.2f}" for seconds in run["pass_cpu_seconds"])] for name, run in figures.items()]
+    passages = sum(map(len, bench.lists))
+    print_table(f"Peer: a Hugging Face BertForSequenceClassification ({model.name}), DL19 BM25 top-100, first "
+                f"{len(bench.qids)} queries ({passages} passages), {bench.threads} threads, float32, {batch_size} "
+                f"pairs per forward pass, pairs cut at {max_length} tokens, both in one process, interleaved, best of "
+                f"{repeats} passes",
+                ["system", "s/query", "passages/s", "GFLOP/s on real tokens", "matmul GFLOP/s (same process)",
+                 "share of matmul", "seconds of each pass", "CPU seconds of each pass (all threads)"], rows)
+    ratio = figures[PEER_OURS]["passages_per_s"] / figures[PEER]["passages_per_s"]
+    cpu_ratio = min(figures[PEER]["pass_cpu_seconds"]) / min(figures[PEER_OURS]["pass_cpu_seconds"])
+    difference = max_difference(figures[PEER_OURS]["scores"], figures[PEER]["scores"])
+    equal = difference <= PEER_TOLERANCE
+    spread = statistics.fmean(statistics.pstdev(scores) for scores in figures[PEER]["scores"])
+    bench.results["peer"] = {"checkpoint": str(model), "batch_size": batch_size, "max_length": max_length,
+                             "repeats": repeats, "ratio": ratio, "cpu_ratio": cpu_ratio,
+                             "max_score_difference": difference,
+                             "scores_equal": equal}
+    print(f"\npassages/s, MonoReRanker / sentence-transformers CrossEncoder: {ratio:.2f} (by the fewest CPU "
+          f"seconds of a pass: {cpu_ratio:.2f})")
+    print(f"max |score diff|: {difference:.1e} ({'equal' if equal else 'NOT EQUAL'} within {PEER_TOLERANCE:g}; the "
+          f"scores of a list have a standard deviation of {spread:.3g} on average)")
+    return equal
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path,
@@ -220,8 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "pyterrier-setenc-bench",
                         help="where the random checkpoint is built once and kept")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sections", default="systems,numerics,scaling",
-                        help="which of systems, numerics, scaling to run (comma-separated)")
+    parser.add_argument("--sections", default="systems,numerics,scaling,peer",
+                        help="which of systems, numerics, scaling, peer to run (comma-separated)")
     parser.add_argument("--numerics", default="int8", help="comma-separated of int8 and bf16")
     parser.add_argument("--numerics-model", type=Path, default=None,
                         help="a Set-Encoder checkpoint folder for the numerics section (default: the random one; "
@@ -229,27 +273,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scaling", default="10,100,1000", help="list lengths of the scaling section")
     parser.add_argument("--full-length", action="store_true",
                         help="scaling also on one set of 1,000 passages cut at 256 tokens each (about 10 minutes)")
+    parser.add_argument("--peer-model", type=Path, default=None,
+                        help="a Hugging Face cross-encoder folder for the peer section (default: one of the shape of "
+                             "cross-encoder/ms-marco-MiniLM-L-6-v2, built into --workdir)")
+    parser.add_argument("--peer-batch-size", type=int, default=32,
+                        help="pairs per forward pass of both peers (default 32, sentence-transformers' default)")
+    parser.add_argument("--peer-max-length", type=int, default=512, help="tokens per pair of both peers")
+    parser.add_argument("--peer-repeats", type=int, default=3, help="passes of the peer section; the best is kept")
     parser.add_argument("--out", type=Path, help="also write all figures as JSON")
     args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
+    unknown = sorted(sections - {"systems", "numerics", "scaling", "peer"})
+    if unknown:
+        parser.error(f"--sections: unknown {unknown}; known: systems, numerics, scaling, peer")
 
     from pyterrier_setenc.io import candidate_lists, read_rerank
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     queries, ranked, texts = candidate_lists(read_rerank(args.data_dir / RERANK))
-    bench = Bench(electra_base_set_encoder(args.workdir), args.workdir, args.threads, args.reference_python,
-                  queries, ranked, texts, list(queries)[:args.queries])
-    bench.results.update(checkpoint=str(bench.checkpoint), qids=bench.qids, threads=args.threads)
-    sections = set(args.sections.split(","))
+    checkpoint = electra_base_set_encoder(args.workdir) if sections - {"peer"} else None
+    bench = Bench(checkpoint, args.workdir, args.threads, args.reference_python, queries, ranked, texts,
+                  list(queries)[:args.queries])
+    bench.results.update(checkpoint=str(checkpoint) if checkpoint else None, qids=bench.qids, threads=args.threads)
+    peer_equal = True
     if "systems" in sections:
         compare_systems(bench)
     if "numerics" in sections:
         compare_numerics(bench, args.numerics.split(","), args.numerics_model)
     if "scaling" in sections:
         scaling(bench, [int(n) for n in args.scaling.split(",") if n], args.full_length)
+    if "peer" in sections:
+        peer_equal = compare_peer(bench, args.peer_model or minilm_cross_encoder(args.workdir), args.peer_batch_size,
+                                  args.peer_max_length, args.peer_repeats)
     if args.out:
         from pyterrier_setenc.atomic import atomic_write
 
         atomic_write(args.out, lambda file: json.dump(bench.results, file, indent=1))
+    if not peer_equal:
+        sys.exit(f"the peers' scores differ by {bench.results['peer']['max_score_difference']:.3g} "
+                 f"(more than {PEER_TOLERANCE:g}): the timings do not compare the same function")
 
 
 if __name__ == "__main__":

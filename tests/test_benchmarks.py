@@ -1,5 +1,6 @@
-"""The benchmark's pieces: the FLOP count against a hand computation, and a worker run whose scores equal
-in-process scores."""
+"""The benchmark's pieces: the FLOP count against a hand computation, a worker run whose scores equal in-process
+scores, and the peer section (MonoReRanker against sentence-transformers) on a tiny checkpoint, whose scores equal
+transformers' own."""
 
 import json
 import subprocess
@@ -7,10 +8,13 @@ import sys
 
 import torch
 
+from benchmarks.checkpoint import minilm_cross_encoder
 from benchmarks.flops import model_flops
+from benchmarks.inference import PEER, PEER_OURS, RERANK, main
 from pyterrier_setenc import CrossEncoder
+from pyterrier_setenc.io import candidate_lists, read_rerank
 
-from conftest import FIXTURES, REPO
+from conftest import FIXTURES, REPO, SLICE
 
 
 def test_flops_by_hand():
@@ -38,3 +42,33 @@ def test_interleaved_worker_scores_equal_in_process_scores(tmp_path, dl19):
         assert len(report["runs"][system]["seconds"]) == 2
     assert report["runs"]["set-encoder-int8"]["scores"] != report["runs"]["set-encoder"]["scores"]
     assert report["peak_rss_gib"] > 0 and report["matmul_gflops"] > 0
+
+
+def test_peer_section_on_a_tiny_cross_encoder(tmp_path, capsys):
+    """The peer section's checkpoint (built once, in Hugging Face's format) and score comparison on a tiny BERT:
+    both peers' scores equal the logits of transformers' BertForSequenceClassification (the golden values), and the
+    section reports them equal. No timing is checked."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    shape = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    folder = minilm_cross_encoder(tmp_path, shape=shape)
+    assert minilm_cross_encoder(tmp_path, shape=shape) == folder
+    main(["--data-dir", str(SLICE), "--workdir", str(tmp_path), "--queries", "2", "--threads", "1", "--sections",
+          "peer", "--peer-model", str(folder), "--peer-repeats", "2", "--peer-batch-size", "16",
+          "--out", str(tmp_path / "figures.json")])
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["peer"]["scores_equal"] and figures["peer"]["max_score_difference"] <= 1e-5
+    assert "passages/s, MonoReRanker / sentence-transformers CrossEncoder" in capsys.readouterr().out
+    queries, ranked, texts = candidate_lists(read_rerank(SLICE / RERANK))
+    model = BertForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    for number, qid in enumerate(list(queries)[:2]):
+        docs = [texts[docno] for docno in ranked[qid]]
+        encoded = tokenizer([queries[qid]] * len(docs), docs, truncation=True, max_length=512, padding=True,
+                            return_tensors="pt")
+        with torch.no_grad():
+            golden = model(**encoded).logits[:, 0]
+        for system in (PEER_OURS, PEER):
+            scores = torch.tensor(figures[system]["scores"][number])
+            assert (scores - golden).abs().max() <= 1e-5, system
+            assert len(figures[system]["pass_seconds"]) == len(figures[system]["pass_cpu_seconds"]) == 2
