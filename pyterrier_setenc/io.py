@@ -396,6 +396,19 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def tag_from_name(name: str) -> str:
+    """A system tag from a name: characters other than letters, digits and ``._+-`` become ``-``."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", name).strip("-") or "pyterrier-setenc"
+
+
+def default_tag(model) -> str:
+    """A system tag from the model's name: a local folder's name, or a Hugging Face id with ``/`` as ``-``."""
+    given = getattr(model, "model", model)  # a re-ranker's checkpoint as it was given
+    name = str(getattr(given, "name", given))
+    path = Path(name).expanduser()
+    return tag_from_name(path.name if path.exists() else name)
+
+
 def normalize_run(results: pd.DataFrame, tag: str, depth: int | None = None) -> pd.DataFrame:
     """TREC run rows (``qid Q0 docno rank score tag``) from a frame with ``qid``, ``docno`` and ``score``, ordered
     as TIREx normalises runs (and ``trec_eval`` reads them): queries by numeric qid when all qids are integers (else

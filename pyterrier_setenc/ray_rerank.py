@@ -30,7 +30,7 @@ import pandas as pd
 import pyterrier as pt
 
 from .atomic import check_writable
-from .io import check_tag, find_rerank, read_rerank, read_run, write_run
+from .io import check_tag, default_tag, find_rerank, read_rerank, read_run, write_run
 
 EXTRA = 'pip install "pyterrier-setenc[ray]"'
 SHARD_TAG = "shard"
@@ -271,10 +271,7 @@ def rerank_run(candidates: pd.DataFrame | str | os.PathLike | Sequence[str | os.
     >>> rerank_run("dl19/rerank.jsonl.gz", "runs/dl19.txt", "webis/set-encoder-base", workers=2)  # doctest: +SKIP
     """
     run_path = check_writable(run_path)
-    if tag is None:
-        from .tirex import default_tag
-
-        tag = default_tag(model)
+    tag = default_tag(model) if tag is None else tag
     check_tag(tag)
     frame = candidates if isinstance(candidates, pd.DataFrame) else read_candidates(candidates)
     options.setdefault("shard_dir", run_path.parent)

@@ -35,7 +35,6 @@ from .cli import NumericsOptionError, add_numerics_arguments, add_ray_arguments,
 from .checkpoint import CheckpointError
 from .io import (InputFileError, check_tag, default_tag, find_rerank, normalize_run, read_rerank, tag_from_name,
                  write_run)
-from .ray_rerank import RayReRanker
 from .tirex_image import download_model  # noqa: F401  (tira/Dockerfile imports it from here)
 
 RUN_FILE = "run.txt"
@@ -220,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise TirexInputError("--ray-address needs --ray-workers N")
         numerics = {"dtype": args.dtype, "int8": args.int8}
         if args.ray_workers is not None:
+            from .ray_rerank import RayReRanker  # Ray is optional: imported when asked for
+
             model = RayReRanker(model, workers=args.ray_workers, address=args.ray_address, shard_dir=output,
                                 **reranker_options(model, args.batch_size, **numerics))
             numerics = {}  # the actors' re-rankers take them
