@@ -11,16 +11,12 @@ settings, reuses it instead of computing it again.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import fcntl
 import hashlib
 import json
 import math
 import os
 import re
-import shutil
-import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +24,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from pyterrier_setenc.atomic import atomic_write
+from pyterrier_setenc.atomic import atomic_write, replace_folder
 
 MANIFEST = "manifest.json"
 CACHE = "cache"
@@ -105,24 +101,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def exchange(a: Path, b: Path) -> bool:
-    """Swaps two folders atomically (Linux ``renameat2(RENAME_EXCHANGE)``); ``False`` where that is unavailable."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-        return False
-    raise OSError(code, f"cannot swap {a} and {b}: {os.strerror(code)}")
 
 
 def is_temporary(path: Path) -> bool:
@@ -250,16 +228,7 @@ class ResultFolder:
         manifest = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "settings": dict(settings),
                     "files": {str(p): sha256_file(self.staging / p) for p in sorted(keep)}}
         atomic_write(self.path(MANIFEST), lambda file: json.dump(manifest, file, indent=1, default=str))
-        if not self.final.exists():
-            os.rename(self.staging, self.final)
-        elif exchange(self.staging, self.final):
-            shutil.rmtree(self.staging)  # now the earlier result
-        else:  # no atomic swap here: a short window in which the folder is absent
-            old = self.final.parent / f".{self.final.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.rename(self.final, old)
-            os.rename(self.staging, self.final)
-            shutil.rmtree(old)
+        replace_folder(self.staging, self.final)
         self.close()
         return [self.final / name for name in files]
 

@@ -23,7 +23,8 @@ from tira.io_utils import all_lines_to_pandas
 from tira.third_party_integrations import normalize_run as tira_normalize_run
 
 from conftest import DATA, SLICE, requires_data
-from pyterrier_setenc.atomic import OutputPathError, atomic_write, check_writable, remove_stale_temporaries
+from pyterrier_setenc.atomic import (OutputPathError, atomic_folder, atomic_write, check_writable,
+                                      remove_stale_temporaries)
 from pyterrier_setenc.io import (InputFileError, document_text, normalize_run, read_docs, read_qrels, read_rerank,
                                  read_run, read_topics, write_run)
 
@@ -309,6 +310,27 @@ def test_a_failed_write_leaves_the_earlier_file(tmp_path):
     with pytest.raises(RuntimeError, match="stop"):
         atomic_write(target, fail)
     assert os.listdir(tmp_path) == ["run.txt"] and target.read_text() == "earlier\n"
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["exchanged", "moved-aside"])
+def test_a_folder_is_replaced_as_a_whole_or_not_at_all(tmp_path, monkeypatch, exchange):
+    if not exchange:  # a system without renameat2: the earlier folder is moved aside first
+        monkeypatch.setattr("pyterrier_setenc.atomic.exchange_folders", lambda a, b: False)
+    target = tmp_path / "model"
+    with atomic_folder(target) as staging:
+        (staging / "config.json").write_text("first")
+        assert not target.exists() and staging.parent == tmp_path
+    assert os.listdir(target) == ["config.json"]
+    with pytest.raises(RuntimeError, match="stop"):
+        with atomic_folder(target) as staging:
+            (staging / "config.json").write_text("half")
+            raise RuntimeError("stop")
+    assert (target / "config.json").read_text() == "first" and os.listdir(tmp_path) == ["model"]
+    stale = tmp_path / f".model.{dead_pid()}.0123abcd.tmp"  # what a killed folder write leaves
+    (stale / "sub").mkdir(parents=True)
+    with atomic_folder(target) as staging:
+        (staging / "weights").write_text("second")
+    assert os.listdir(target) == ["weights"] and os.listdir(tmp_path) == ["model"]
 
 
 def test_check_writable(tmp_path):

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from pyterrier_setenc.atomic import atomic_folder, atomic_write
 from pyterrier_setenc.model import CrossEncoder
 
 _TOKENIZER_CLASS = {"set-encoder": "SetEncoderTokenizer", "mono": "CrossEncoderTokenizer"}
@@ -36,16 +36,15 @@ def lightning_ir_state_dict(model: CrossEncoder, dtype: torch.dtype = torch.floa
 
 
 def save_checkpoint(model: CrossEncoder, folder: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:
-    """Writes the checkpoint into ``folder`` atomically (a sibling temporary folder, then a rename); ``dtype``
-    (float32, float16 or bfloat16) is the dtype of the stored weights."""
+    """Writes the checkpoint into ``folder`` atomically (:func:`pyterrier_setenc.atomic.atomic_folder`: a staging
+    folder beside it, then swapped in); ``dtype`` (float32, float16 or bfloat16) is the dtype of the stored
+    weights."""
     if dtype not in DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {sorted(DTYPE_NAMES.values())}, not {dtype!r}")
     if model.kind not in _TOKENIZER_CLASS:
         raise ValueError(f"only set-encoder and mono models are saved in lightning-ir's format, not {model.kind!r}")
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         config = dict(model.config)
         config["dtype"] = DTYPE_NAMES[dtype]
         with open(staging / "config.json", "w", encoding="utf-8") as file:
@@ -56,16 +55,6 @@ def save_checkpoint(model: CrossEncoder, folder: str | os.PathLike, dtype: torch
             raise ValueError("the model does not say where its tokenizer files are (tokenizer_path); build it with "
                              "training.model.build_model or load it with training.model.load_model")
         _write_tokenizer(Path(source), staging, model.kind, config)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(folder, old)
-            os.replace(staging, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
@@ -102,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     keep = card.read_text(encoding="utf-8") if card.is_file() else None
     save_checkpoint(load_model(args.source), args.target, dtype=dtype)
     if keep is not None:  # the model card is written by hand: keep it across re-exports
-        card.write_text(keep, encoding="utf-8")
+        atomic_write(card, lambda file: file.write(keep))
 
 
 if __name__ == "__main__":

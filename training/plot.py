@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from pyterrier_setenc.atomic import atomic_write
 
 
 def read_log(folder: str | os.PathLike) -> list[dict]:
@@ -50,14 +51,10 @@ def plot(runs: dict[str, str | os.PathLike], output: str | os.PathLike, smooth: 
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=output.parent)
-    os.close(handle)
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    os.replace(temporary, output)
-    return output
+    try:
+        return atomic_write(output, lambda file: figure.savefig(file, format="png", dpi=120), binary=True)
+    finally:
+        plt.close(figure)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pyterrier_setenc.atomic import atomic_folder
+
 from .data import Mixture, Sample, build_source
 from .export import save_checkpoint
 from .losses import get_loss
@@ -282,22 +284,14 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------- resuming
 
     def save_state(self) -> None:
-        """Model, optimizer, scheduler, RNG and step in ``output_dir/state`` (written atomically)."""
+        """Model, optimizer, scheduler, RNG and step in ``output_dir/state`` (``model/`` and ``trainer.pt``),
+        written atomically (:func:`pyterrier_setenc.atomic.atomic_folder`)."""
         if self.rank == 0:
-            staging = self.state_dir.with_name("state.tmp")
-            staging.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(self.model, staging / "model")
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(), "step": self.step,
-                        "elapsed": self.elapsed}, staging / "trainer.pt")
-            old = self.state_dir.with_name("state.old")
-            if self.state_dir.exists():
-                os.replace(self.state_dir, old)
-            os.replace(staging, self.state_dir)
-            if old.exists():
-                import shutil
-
-                shutil.rmtree(old)
+            with atomic_folder(self.state_dir) as staging:
+                save_checkpoint(self.model, staging / "model")
+                torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(), "step": self.step,
+                            "elapsed": self.elapsed}, staging / "trainer.pt")
         if self.distributed:
             dist.barrier()
 
