@@ -8,9 +8,9 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ import pyterrier as pt
 
 from pyterrier_setenc.cli import add_ray_arguments, positive_int
 
-from .data import CACHE_DIR_ENV, DATA_DIR_ENV, DataFormatError
-from .output import CACHE, OutputError, ResultFolder, markdown_table, safe_name
+from .data import (CACHE_DIR_ENV, DATA_DIR_ENV, DEFAULT_CANDIDATES, Benchmark, DataFormatError, StoredRun,
+                   load_benchmark)
+from .output import CACHE, OutputError, ResultFolder, markdown_table, safe_name, write_run, write_table
 
 ModelsArg = Mapping[str, pt.Transformer | str | os.PathLike] | Sequence[str | os.PathLike | pt.Transformer]
 DTYPES = ("float32", "bfloat16")
@@ -243,23 +244,11 @@ def with_tail(reranked: pd.DataFrame, first_stage: pd.DataFrame) -> pd.DataFrame
     their order (PyTerrier's concatenation), so that deep measures compare lists of the same length."""
     from pyterrier._ops import Concatenate
 
-    from .data import StoredRun
-
     reranked_pairs = pd.MultiIndex.from_frame(reranked[["qid", "docno"]])
     if pd.MultiIndex.from_frame(first_stage[["qid", "docno"]]).isin(reranked_pairs).all():
         return reranked  # nothing below the re-ranked candidates
     topics = first_stage[["qid"]].drop_duplicates()
     return Concatenate(StoredRun(reranked, "reranked"), StoredRun(first_stage, "first stage")).transform(topics)
-
-
-def open_output(output: str | os.PathLike | None, replace: Mapping[str, str] | None = None) -> ResultFolder | None:
-    """The output folder, checked and prepared before any work (``None``: write nothing)."""
-    if output is None:
-        return None
-    text = str(output)
-    for placeholder, value in (replace or {}).items():
-        text = text.replace(placeholder, value)
-    return ResultFolder(text).open()
 
 
 def seed_everything(seed: int) -> None:
@@ -281,6 +270,130 @@ def check_correction(correction: str | None) -> str | None:
     if correction not in CORRECTIONS:
         raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}, got {correction!r}")
     return correction
+
+
+# --- what every experiment shares ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExperimentOptions:
+    """The settings every experiment takes besides its own: where the benchmark comes from, how many queries, where
+    the result goes, and how the re-rankers run. Each experiment function takes them as keyword arguments or as
+    one object (``options=``; keyword arguments given as well override its fields); its command line fills them
+    from the options of :func:`base_parser` (:meth:`from_args`). Torch's CPU threads and Ray belong to the process,
+    not to one experiment: the command line sets them (:func:`configure`).
+
+    >>> options = ExperimentOptions(data_dir="../shared/data", queries=5, output=None, batch_size=32)
+    >>> result = depth_sweep("dl19", ["webis/set-encoder-base"], options=options)  # doctest: +SKIP
+    """
+
+    data_dir: str | os.PathLike | None = None  # offline data folder (None: $SETENC_DATA_DIR, else ir_datasets)
+    cache_dir: str | os.PathLike | None = None  # where PISA indexes are cached
+    queries: int | None = None  # only the first N topics of each benchmark
+    # the result folder (None: write nothing); {experiment} is the experiment's name (Table 1: the benchmark's),
+    # {benchmark} the benchmark's
+    output: str | os.PathLike | None = "results/{experiment}"
+    seed: int = 0
+    batch_size: int = 128  # passages per forward pass
+    device: str | None = None
+    max_length: int | None = None  # token limit per (query, passage) pair (None: the checkpoint's)
+    dtype: Any = None  # float32 or bfloat16, a name or a torch dtype (None: float32)
+    int8: bool = False  # int8 dynamic quantization of the cross-encoders
+    verbose: bool = True
+
+    @classmethod
+    def of(cls, options: ExperimentOptions | None, settings: Mapping[str, Any], caller: str) -> ExperimentOptions:
+        """``options`` (default: the defaults) with the keyword arguments ``settings`` of ``caller`` over it."""
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise TypeError(f"{caller}() got unknown keyword argument(s) {unknown}; the shared options are {known} "
+                            "(see pipelines.common.ExperimentOptions)")
+        return replace(options or cls(), **settings)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ExperimentOptions:
+        return cls(data_dir=args.data_dir, cache_dir=args.cache_dir, queries=args.queries, output=args.output,
+                   seed=args.seed, batch_size=args.batch_size, device=args.device, max_length=args.max_length,
+                   dtype=args.dtype, int8=args.int8, verbose=not args.quiet)
+
+
+class ExperimentRun:
+    """What every experiment does around its own work: opens the output folder (checked before any work), seeds,
+    loads benchmarks and re-rankers with the :class:`ExperimentOptions`, reuses or stores each model's output as
+    soon as it is computed, writes the result's files and commits the folder as one result; the folder is released
+    however the call ends. Without an output folder (``output=None``) nothing is written.
+
+    >>> with ExperimentRun(options, "depth", benchmark="dl19") as run:  # doctest: +SKIP
+    ...     bench = run.benchmark("dl19", "bm25", depth=100)
+    ...     rerankers = run.load_models(["webis/set-encoder-base"], reserved=["bm25"])
+    """
+
+    def __init__(self, options: ExperimentOptions, experiment: str, benchmark: str | None = None):
+        self.options = options
+        self.placeholders = {"{experiment}": experiment, **({"{benchmark}": benchmark} if benchmark else {})}
+        self.folder: ResultFolder | None = None
+        self.models: list[Model] = []
+        self.files: list[str] = []  # the result's files, relative to the folder
+
+    def __enter__(self) -> ExperimentRun:
+        if self.options.output is not None:
+            text = str(self.options.output)
+            for placeholder, value in self.placeholders.items():
+                text = text.replace(placeholder, value)
+            self.folder = ResultFolder(text).open()
+        seed_everything(self.options.seed)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.folder is not None:
+            self.folder.close()
+
+    def benchmark(self, name: str, first_stage: str, depth: int) -> Benchmark:
+        """The benchmark ``name`` with ``first_stage`` giving at least ``depth`` (and 100) candidates a query."""
+        options = self.options
+        return load_benchmark(name, options.data_dir, first_stage, cache_dir=options.cache_dir,
+                              queries=options.queries, candidates=max(depth, DEFAULT_CANDIDATES))
+
+    def load_models(self, models: ModelsArg, reserved: Sequence[str]) -> list[Model]:
+        """The re-rankers (:func:`resolve_models` with the options); ``reserved``: the experiment's other rows."""
+        options = self.options
+        self.models = resolve_models(models, batch_size=options.batch_size, device=options.device,
+                                     max_length=options.max_length, dtype=options.dtype, int8=options.int8,
+                                     verbose=options.verbose, reserved=reserved)
+        return self.models
+
+    def model_identities(self) -> dict[str, dict[str, Any] | None]:
+        """What each model's outputs depend on, by row name (for the manifest)."""
+        return {model.name: model.identity for model in self.models}
+
+    def progress(self, iterable, desc: str):
+        return progress(iterable, desc, self.options.verbose)
+
+    def rerank(self, model: Model, inputs: pd.DataFrame, stem: str) -> pd.DataFrame:
+        """``model``'s output on ``inputs``, reused from or stored in the output folder (:func:`rerank`)."""
+        return rerank(model, inputs, self.folder, stem)
+
+    def path(self, relative: str) -> Path:
+        """Where the result's file ``relative`` is written (it becomes part of the result)."""
+        self.files.append(relative)
+        return self.folder.path(relative)
+
+    def write_runs(self, runs: Mapping[str, pd.DataFrame], folder: str = "runs") -> None:
+        """Each run as ``FOLDER/NAME.run`` (a file-name-safe NAME), tagged with its name."""
+        for name, run in runs.items():
+            write_run(self.path(f"{folder}/{safe_name(name)}.run"), run, name)
+
+    def write_table(self, stem: str, table: pd.DataFrame, markdown: pd.DataFrame | None = None,
+                    title: str | None = None) -> None:
+        """``STEM.csv`` and ``STEM.md`` (:func:`pipelines.output.write_table`)."""
+        self.files += [f"{stem}.csv", f"{stem}.md"]
+        write_table(self.folder.path("."), stem, table, markdown, title=title)
+
+    def commit(self, result: ExperimentResult, **settings) -> ExperimentResult:
+        """Writes the manifest with ``settings`` and makes the folder the complete result; ``result.files`` are
+        its files."""
+        result.files = self.folder.commit(self.files, settings_of(**settings))
+        return result
 
 
 # --- the command line ---------------------------------------------------------------------------------------------
@@ -327,6 +440,12 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     return parser
 
 
+def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--benchmark`` and ``--first-stage`` of the experiments on one benchmark of choice."""
+    parser.add_argument("--benchmark", default="dl19", help="benchmark (dl19, dl20, ...)")
+    parser.add_argument("--first-stage", default="bm25", help="first stage (bm25, bm25-rm3, tasb, spladepp offline)")
+
+
 def add_correction(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--correction", type=correction_name, default="holm",
                         help=f"multiple-testing correction of statsmodels: {', '.join(CORRECTIONS)}")
@@ -360,12 +479,6 @@ def configure(args: argparse.Namespace) -> None:
     seed_everything(args.seed)
 
 
-def common_kwargs(args: argparse.Namespace) -> dict:
-    return dict(data_dir=args.data_dir, cache_dir=args.cache_dir, queries=args.queries, output=args.output,
-                seed=args.seed, batch_size=args.batch_size, device=args.device, max_length=args.max_length,
-                dtype=args.dtype, int8=args.int8, verbose=not args.quiet)
-
-
 def models_of(args: argparse.Namespace) -> ModelsArg:
     """The ``--model`` values, or :func:`default_models` when none is given."""
     return list(args.model) or default_models(verbose=not args.quiet)
@@ -380,3 +493,16 @@ def report(result: ExperimentResult, output: Path | None) -> None:
     print(result.markdown())
     if output is not None:
         print(f"wrote {len(result.files)} files to {output}")
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                experiment: Callable[[argparse.Namespace, ExperimentOptions], ExperimentResult]) -> ExperimentResult:
+    """An experiment's command: parses ``argv``, sets up the process (:func:`configure`), calls
+    ``experiment(args, options)`` with the shared options of :func:`base_parser` and prints its result; bad input
+    ends the command with its message (:func:`clean_errors`)."""
+    args = parser.parse_args(argv)
+    configure(args)
+    with clean_errors(parser):
+        result = experiment(args, ExperimentOptions.from_args(args))
+        report(result, args.output)
+    return result

@@ -9,50 +9,45 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .common import (ExperimentResult, ModelsArg, add_correction, base_parser, check_correction, clean_errors,
-                     common_kwargs, configure, models_of, open_output, positive_int, progress, report, rerank,
-                     resolve_models, seed_everything, settings_of, with_tail)
-from .data import BENCHMARKS, canonical_name, load_benchmark
+from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, add_correction, base_parser,
+                     check_correction, models_of, positive_int, run_command, with_tail)
+from .data import BENCHMARKS, canonical_name
 from .evaluation import SIGNIFICANT, TABLE1_MEASURES, compact, experiment, parse_measures
-from .output import safe_name, write_run, write_table
+from .output import safe_name
 
 FIRST_STAGES = ("bm25", "bm25-rm3", "tasb", "spladepp")
 
 
-def table1(benchmark: str = "dl19", models: ModelsArg = (), *, data_dir: str | os.PathLike | None = None,
-           first_stage: str = "bm25", depth: int = 100, reference_runs: Sequence[str | os.PathLike] = (),
-           queries: int | None = None, output: str | os.PathLike | None = "results/{benchmark}",
-           measures: Sequence = TABLE1_MEASURES, correction: str | None = "holm", seed: int = 0,
-           batch_size: int = 128, device: str | None = None, max_length: int | None = None, dtype=None,
-           int8: bool = False, cache_dir: str | os.PathLike | None = None, verbose: bool = True) -> ExperimentResult:
+def table1(benchmark: str = "dl19", models: ModelsArg = (), *, first_stage: str = "bm25", depth: int = 100,
+           reference_runs: Sequence[str | os.PathLike] = (), measures: Sequence = TABLE1_MEASURES,
+           correction: str | None = "holm", options: ExperimentOptions | None = None, **settings) -> ExperimentResult:
     """Evaluates the first stage, ``(first_stage % depth >> model) ^ first_stage`` for each model (the re-ranked top
     ``depth``, then the rest of the first stage's list in its order) and any reference runs with ``pt.Experiment``
     (baseline: the first stage; paired t-test with ``correction``); writes runs and tables to ``output``
-    (``{benchmark}`` in it is replaced by the benchmark's name; ``None``: write nothing). The output folder is
+    (default ``results/{benchmark}``, the benchmark's name in it; ``None``: write nothing). The output folder is
     checked first and replaced as a whole at the end; each model's output is stored as soon as it is computed and
-    reused by a rerun with the same settings.
+    reused by a rerun with the same settings. The shared options (``data_dir``, ``queries``, ``output``,
+    ``batch_size``, ...) are those of :class:`~pipelines.common.ExperimentOptions`, as keyword arguments or
+    ``options``.
 
     >>> result = table1("dl19", ["webis/set-encoder-base"], data_dir="../shared/data")  # doctest: +SKIP
     >>> result.table[["name", "nDCG@10"]]  # doctest: +SKIP
     """
+    options = ExperimentOptions.of(options, settings, "table1")
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
     correction = check_correction(correction)
     name = canonical_name(benchmark)
-    folder = open_output(output, {"{benchmark}": name})
-    try:
-        seed_everything(seed)
-        bench = load_benchmark(name, data_dir, first_stage, cache_dir=cache_dir, queries=queries,
-                               candidates=max(depth, 100))
+    with ExperimentRun(options, name, benchmark=name) as run:
+        bench = run.benchmark(name, first_stage, depth)
         references = [bench.reference_run(reference) for reference in reference_runs]
-        rerankers = resolve_models(models, batch_size=batch_size, device=device, max_length=max_length, dtype=dtype,
-                                   int8=int8, verbose=verbose, reserved=[first_stage, *(r for r, _ in references)])
+        rerankers = run.load_models(models, reserved=[first_stage, *(r for r, _ in references)])
         first = bench.first_stage(bench.topics)
         candidates = (bench.first_stage % depth)(bench.topics)
 
         runs: dict[str, pd.DataFrame] = {first_stage: first}
-        for model in progress(rerankers, f"{bench.name} models", verbose):
-            runs[model.name] = with_tail(rerank(model, candidates, folder, safe_name(model.name)), first)
+        for model in run.progress(rerankers, f"{bench.name} models"):
+            runs[model.name] = with_tail(run.rerank(model, candidates, safe_name(model.name)), first)
         runs.update(references)
         if len(runs) != len(rerankers) + len(references) + 1:
             raise ValueError(f"two reference runs have the same name: {[r for r, _ in references]}")
@@ -64,20 +59,13 @@ def table1(benchmark: str = "dl19", models: ModelsArg = (), *, data_dir: str | o
                  f"follows in its order; {SIGNIFICANT} = significantly different from {first_stage} (paired t-test, "
                  f"{correction or 'no'} correction, p < 0.05)")
         result = ExperimentResult(name=bench.name, table=table, display=display, runs=runs)
-        if folder is not None:
-            files = [f"runs/{safe_name(run_name)}.run" for run_name in runs]
-            for file, (run_name, run) in zip(files, runs.items()):
-                write_run(folder.path(file), run, run_name)
-            write_table(folder.path("."), "results", table, display, title=title)
-            settings = settings_of(experiment="table1", benchmark=bench.name, source=bench.source,
-                                   first_stage=first_stage, depth=depth, queries=len(bench.topics),
-                                   models={m.name: m.identity for m in rerankers},
-                                   reference_runs=[r for r, _ in references], measures=list(measures),
-                                   correction=correction, seed=seed)
-            result.files = folder.commit(files + ["results.csv", "results.md"], settings)
-    finally:
-        if folder is not None:
-            folder.close()
+        if run.folder is not None:
+            run.write_runs(runs)
+            run.write_table("results", table, display, title=title)
+            run.commit(result, experiment="table1", benchmark=bench.name, source=bench.source,
+                       first_stage=first_stage, depth=depth, queries=len(bench.topics),
+                       models=run.model_identities(), reference_runs=[r for r, _ in references],
+                       measures=list(measures), correction=correction, seed=options.seed)
     return result
 
 
@@ -96,11 +84,6 @@ def main(benchmark: str, argv: Sequence[str] | None = None) -> ExperimentResult:
     parser.add_argument("--measure", action="append", default=[],
                         help="ir_measures measure (repeatable; default nDCG@10, RR(rel=2)@10, nDCG@100)")
     add_correction(parser)
-    args = parser.parse_args(argv)
-    configure(args)
-    with clean_errors(parser):
-        result = table1(name, models_of(args), first_stage=args.first_stage, depth=args.depth,
-                        reference_runs=args.reference_run, measures=parse_measures(args.measure, TABLE1_MEASURES),
-                        correction=args.correction, **common_kwargs(args))
-        report(result, args.output)
-    return result
+    return run_command(parser, argv, lambda args, options: table1(
+        name, models_of(args), first_stage=args.first_stage, depth=args.depth, reference_runs=args.reference_run,
+        measures=parse_measures(args.measure, TABLE1_MEASURES), correction=args.correction, options=options))

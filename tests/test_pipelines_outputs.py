@@ -259,7 +259,7 @@ def test_output_folder_is_checked_before_any_work(tmp_path, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("the experiment started before the output folder was checked")
 
-    monkeypatch.setattr("pipelines.dl.load_benchmark", no_work)
+    monkeypatch.setattr("pipelines.common.load_benchmark", no_work)
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     foreign = tmp_path / "notes"
