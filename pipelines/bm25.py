@@ -16,14 +16,19 @@ from pathlib import Path
 
 import pyterrier as pt
 
-from .collection import AddText, iter_docs, read_docs
+from pyterrier_setenc.io import iter_docs, read_docs
+
+from .collection import AddText
 
 BM25_K1 = 0.9
 BM25_B = 0.4
+INDEXED_TEXT = "title and text (pyterrier_setenc.io.document_text)"  # what an index holds of a document
 
 
 def file_fingerprint(path: Path) -> str:
-    digest = hashlib.sha256()
+    """A hash of the file's bytes and of :data:`INDEXED_TEXT`: an index of another corpus, or built under another
+    rule for a document's text, is not reused."""
+    digest = hashlib.sha256(INDEXED_TEXT.encode() + b"\0")
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
@@ -57,7 +62,8 @@ def cached_pisa_index(name: str, fingerprint: str, docs: Callable[[], Iterable[d
 
 def corpus_bm25(name: str, docs_path: Path, cache_dir: Path, candidates: int = 100) -> pt.Transformer:
     """BM25 (k1=0.9, b=0.4, PISA's porter2 stemming and Terrier stop words) over ``docs.jsonl.gz``, followed by the
-    passage texts: ``bm25 >> AddText(docs)``."""
+    passage texts: ``bm25 >> AddText(docs)``; index and texts hold each document's title and text
+    (:func:`pyterrier_setenc.io.read_docs`)."""
     index = cached_pisa_index(name, file_fingerprint(docs_path), lambda: iter_docs(docs_path), cache_dir)
     return index.bm25(k1=BM25_K1, b=BM25_B, num_results=candidates) >> AddText(read_docs(docs_path))
 

@@ -8,7 +8,7 @@ is :mod:`pipelines.data`'s; this module imports nothing else of the package, so 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -128,21 +128,6 @@ def read_rerank(path: Path) -> pd.DataFrame:
     frame = frame.sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
     frame["rank"] = frame.groupby("qid", sort=False).cumcount()
     return frame
-
-
-def iter_docs(path: Path) -> Iterator[dict[str, str]]:
-    """The documents of ``docs.jsonl.gz`` as dicts with ``docno`` and ``text`` (the ``text`` field alone)."""
-    for number, doc in io.json_objects(path):
-        where = f"{path}, line {number}"
-        if "docno" not in doc or not isinstance(doc.get("text"), str):
-            raise DataFormatError(f"{where}: every line needs 'docno' and a string 'text', found {sorted(doc)}")
-        yield {"docno": io.read_id(doc["docno"], "docno", where), "text": doc["text"]}
-
-
-def read_docs(path: Path) -> dict[str, str]:
-    """``docs.jsonl.gz`` as a mapping docno -> text."""
-    require_file(path, "corpus file")
-    return {doc["docno"]: doc["text"] for doc in iter_docs(path)}
 
 
 # --- transformers ------------------------------------------------------------------------------------------------

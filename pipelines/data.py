@@ -16,15 +16,15 @@ import pyterrier as pt
 from .bm25 import corpus_bm25
 from .collection import (ALIASES, BENCHMARKS, CACHE_DIR_ENV, DATA_DIR_ENV, DEFAULT_CANDIDATES, MSMARCO_PISA_INDEX,
                          RERANK_COLUMNS, AddText, Benchmark, BenchmarkSpec, DataFileError, DataFormatError, StoredRun,
-                         canonical_name, iter_docs, read_docs, read_qrels, read_rerank, read_run, read_topics,
+                         canonical_name, read_qrels, read_rerank, read_run, read_topics,
                          require_file, resolve_cache_dir, resolve_data_dir)
 from .online import load_online
 
 # the registry, readers and the Benchmark record live in pipelines.collection; they are named here too
 __all__ = ["ALIASES", "BENCHMARKS", "CACHE_DIR_ENV", "DATA_DIR_ENV", "DEFAULT_CANDIDATES", "MSMARCO_PISA_INDEX",
            "RERANK_COLUMNS", "AddText", "Benchmark", "BenchmarkSpec", "DataFileError", "DataFormatError", "StoredRun",
-           "available_first_stages", "canonical_name", "first_stage_files", "iter_docs", "load_benchmark",
-           "load_offline", "offline_benchmarks", "read_docs", "read_qrels", "read_rerank", "read_run", "read_topics",
+           "available_first_stages", "canonical_name", "first_stage_files", "load_benchmark", "load_offline",
+           "offline_benchmarks", "read_qrels", "read_rerank", "read_run", "read_topics",
            "require_file", "resolve_cache_dir", "resolve_data_dir"]
 
 

@@ -3,7 +3,7 @@
 - TREC DL 2019/2020 (``msmarco-passage/trec-dl-20XX/judged``): BM25 over the prebuilt PISA index of MS MARCO
   (``macavaney/msmarco-passage.pisa`` on the Hugging Face hub), passage texts from ir_datasets' docstore.
 - Whole corpora (Vaswani, Cranfield, NFCorpus, or any ir_datasets id): BM25 over a PISA index built once from the
-  corpus and cached, texts from the corpus.
+  corpus and cached, texts from the corpus (title and text: :func:`pyterrier_setenc.io.irds_document_text`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pyterrier as pt
 
-from .bm25 import BM25_B, BM25_K1, cached_pisa_index
+from pyterrier_setenc.io import irds_document_text
+
+from .bm25 import BM25_B, BM25_K1, INDEXED_TEXT, cached_pisa_index
 from .collection import BENCHMARKS, MSMARCO_PISA_INDEX, AddText, Benchmark
 
 __all__ = ["MSMARCO_PISA_INDEX", "irds_qrels", "irds_topics", "load_online"]
@@ -53,9 +55,9 @@ def load_online(name: str, first_stage: str, *, cache_dir: Path, candidates: int
     else:
         def docs():
             for doc in dataset.docs_iter():
-                yield {"docno": str(doc.doc_id), "text": doc.default_text()}
+                yield {"docno": str(doc.doc_id), "text": irds_document_text(doc)}
 
-        fingerprint = hashlib.sha256(f"irds:{irds_id}".encode()).hexdigest()[:16]
+        fingerprint = hashlib.sha256(f"irds:{irds_id}\0{INDEXED_TEXT}".encode()).hexdigest()[:16]
         index = cached_pisa_index(irds_id.replace("/", "-"), fingerprint, docs, cache_dir)
         transformer = (index.bm25(k1=BM25_K1, b=BM25_B, num_results=candidates)
                        >> AddText({d["docno"]: d["text"] for d in docs()}))

@@ -350,23 +350,29 @@ def read_topics(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def document_text(title: str | None, text: str) -> str:
-    """A document's text from its ``title`` and ``text``: joined by a space, except that a title the text already
-    begins with is not repeated (Cranfield's abstracts restate their title: 1,394 of its 1,398 titled documents)."""
+    """A document's text, the one rule of the project for documents with a title: the title, then the text, joined
+    by a space, as ``ir_datasets`` gives the default text of titled documents (Cranfield, BEIR); only a title that
+    the text already begins with is not repeated (Cranfield's abstracts restate their title: 1,394 of its 1,398
+    titled documents). The offline readers (:func:`iter_docs`, :func:`read_docs`), the BM25 indexes built from
+    them and the documents read from ``ir_datasets`` (:func:`irds_document_text`) all use it."""
     if not title or text.startswith(title):
         return text
     return f"{title} {text}" if text else title
 
 
-def read_docs(path: str | os.PathLike, wanted: Iterable[str] | None = None) -> dict[str, str]:
-    """``docs.jsonl(.gz)`` (``docno``, ``text``, optionally ``title``) as a mapping docno -> text by
-    :func:`document_text`; with ``wanted``, only those docnos. A docno twice is an error.
+def irds_document_text(doc) -> str:
+    """The text of an ``ir_datasets`` document: :func:`document_text` of its ``title`` and ``text`` where it has a
+    ``text`` field, else its ``default_text()``."""
+    if "text" in getattr(type(doc), "_fields", ()):
+        return document_text(getattr(doc, "title", None), doc.text)
+    return doc.default_text()
 
-    >>> read_docs("cranfield/docs.jsonl.gz")["1"][:40]  # doctest: +SKIP
-    'experimental investigation of the aerody'
-    """
+
+def iter_docs(path: str | os.PathLike) -> Iterator[dict[str, str]]:
+    """The documents of ``docs.jsonl(.gz)`` (``docno``, ``text``, optionally ``title``) in file order, as
+    ``{"docno": ..., "text": ...}`` with the text of :func:`document_text` (title and text). A docno twice, a
+    missing field or a text that is not a string is an :class:`InputFileError` naming the line."""
     path = Path(path)
-    wanted = None if wanted is None else set(wanted)
-    docs: dict[str, str] = {}
     lines: dict[str, int] = {}
     for number, row in json_objects(path):
         where = f"{path}, line {number}"
@@ -380,11 +386,20 @@ def read_docs(path: str | os.PathLike, wanted: Iterable[str] | None = None) -> d
         if docno in lines:
             raise InputFileError(f"{path}: docno {docno!r} occurs more than once (lines {[lines[docno], number]})")
         lines[docno] = number
-        if wanted is None or docno in wanted:
-            docs[docno] = document_text(title, text)
+        yield {"docno": docno, "text": document_text(title, text)}
     if not lines:
         raise InputFileError(f"{path}: is empty, there are no documents")
-    return docs
+
+
+def read_docs(path: str | os.PathLike, wanted: Iterable[str] | None = None) -> dict[str, str]:
+    """``docs.jsonl(.gz)`` as a mapping docno -> text (title and text, :func:`document_text`; see
+    :func:`iter_docs`); with ``wanted``, only those docnos.
+
+    >>> read_docs("cranfield/docs.jsonl.gz")["1"][:40]  # doctest: +SKIP
+    'experimental investigation of the aerody'
+    """
+    wanted = None if wanted is None else set(wanted)
+    return {doc["docno"]: doc["text"] for doc in iter_docs(path) if wanted is None or doc["docno"] in wanted}
 
 
 # --- runs ------------------------------------------------------------------------------------------------------------

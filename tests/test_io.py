@@ -214,6 +214,21 @@ def test_docs_reader(tmp_path):
         read_docs(untyped)
 
 
+def test_ir_datasets_documents_follow_the_same_rule():
+    from ir_datasets.datasets.cord19 import Cord19Doc
+    from ir_datasets.datasets.cranfield import CranfieldDoc
+
+    from pyterrier_setenc.io import irds_document_text
+
+    joined = CranfieldDoc("1", "A title", "a body", "an author", "a journal")
+    assert irds_document_text(joined) == joined.default_text() == "A title a body"  # ir_datasets' own join
+    title = "experimental investigation of the aerodynamics of a wing in a slipstream ."
+    restated = CranfieldDoc("1", title, title + " an experimental study", "", "")
+    assert irds_document_text(restated) == title + " an experimental study"  # the title once, as read_docs has it
+    no_text_field = Cord19Doc("c1", "A title", "doi", "2020", "an abstract")
+    assert irds_document_text(no_text_field) == no_text_field.default_text()
+
+
 @requires_data
 def test_the_offline_data_passes_the_strict_readers():
     """Every format of ``../shared/data`` read strictly; the counts are the README's."""

@@ -9,9 +9,9 @@ Three kinds of sources, all deterministic given ``(seed, epoch, index)`` so trai
 - :class:`GradedCandidates`: a candidate list with graded qrels (unjudged passages count as 0), all of it or ``n``
   passages sampled from it, at least one of them relevant.
 
-Offline, the inputs are files in the layout of ``../shared/data`` (``*.rerank.jsonl.gz``, ``qrels.txt``, ``*.run``,
-``docs.jsonl.gz``); online, :func:`from_ir_datasets` reads queries, qrels, scored documents and texts of an
-``ir_datasets`` id.
+Offline, the inputs are files in the layout of ``../shared/data`` (``*.rerank.jsonl.gz``, ``qrels.txt``, ``*.run``),
+read by :mod:`pyterrier_setenc.io`; online, :func:`from_ir_datasets` reads queries, qrels, scored documents and
+texts of an ``ir_datasets`` id.
 
 >>> source = GradedCandidates.from_files("trec-dl-2021/bm25-top100.rerank.jsonl.gz", "trec-dl-2021/qrels.txt",
 ...                                      list_size=32)  # doctest: +SKIP
@@ -291,7 +291,8 @@ class Mixture:
 def from_ir_datasets(dataset_id: str, run_id: str | None = None) -> tuple[dict[str, str], dict[str, list[str]],
                                                                           dict[str, dict[str, int]], Callable]:
     """Queries, a ranking per query (the dataset's scoreddocs, or those of ``run_id``), qrels and a text look-up
-    from ``ir_datasets`` (downloads on first use)."""
+    (title and text: :func:`pyterrier_setenc.io.irds_document_text`) from ``ir_datasets`` (downloads on first
+    use)."""
     import ir_datasets
 
     dataset = ir_datasets.load(dataset_id)
@@ -308,8 +309,7 @@ def from_ir_datasets(dataset_id: str, run_id: str | None = None) -> tuple[dict[s
     store = dataset.docs_store()
 
     def text(docno: str) -> str:
-        doc = store.get(docno)
-        return " ".join(part for part in (getattr(doc, "title", None), getattr(doc, "text", None)) if part)
+        return io.irds_document_text(store.get(docno))
 
     return queries, run, dict(qrels), text
 
