@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -18,6 +17,8 @@ from safetensors.torch import save_file
 
 from pyterrier_setenc.atomic import atomic_folder, atomic_write
 from pyterrier_setenc.model import CrossEncoder
+
+from .model import copy_tokenizer_files, load_model
 
 _TOKENIZER_CLASS = {"set-encoder": "SetEncoderTokenizer", "mono": "CrossEncoderTokenizer"}
 _BACKBONE_TOKENIZER = {"bert": "BertTokenizerFast", "electra": "ElectraTokenizerFast"}
@@ -59,13 +60,7 @@ def save_checkpoint(model: CrossEncoder, folder: str | os.PathLike, dtype: torch
 
 
 def _write_tokenizer(source: Path, target: Path, kind: str, config: dict) -> None:
-    for name in ("vocab.txt", "special_tokens_map.json", "added_tokens.json"):
-        if (source / name).is_file():
-            shutil.copy(source / name, target / name)
-    settings = {}
-    if (source / "tokenizer_config.json").is_file():
-        with open(source / "tokenizer_config.json", encoding="utf-8") as file:
-            settings = json.load(file)
+    settings = copy_tokenizer_files(source, target, ("vocab.txt", "special_tokens_map.json", "added_tokens.json"))
     settings.update(tokenizer_class=_TOKENIZER_CLASS[kind],
                     backbone_tokenizer_class=_BACKBONE_TOKENIZER[config["backbone_model_type"]],
                     query_length=config["query_length"], doc_length=config["doc_length"])
@@ -78,8 +73,6 @@ def _write_tokenizer(source: Path, target: Path, kind: str, config: dict) -> Non
 def main(argv: list[str] | None = None) -> None:
     """``python -m training.export SOURCE TARGET --dtype float16``: re-save a checkpoint (e.g. in fp16 to ship it)."""
     import argparse
-
-    from .model import load_model
 
     parser = argparse.ArgumentParser(description="Re-save a lightning-ir set-encoder/mono checkpoint.")
     parser.add_argument("source", help="a checkpoint folder written by the trainer")

@@ -130,6 +130,18 @@ def resolve_backbone(backbone: str | os.PathLike) -> Path:
     return resolve(backbone)
 
 
+def copy_tokenizer_files(source: Path, target: Path, names: tuple[str, ...]) -> dict[str, Any]:
+    """Copies the files of ``names`` that ``source`` has into ``target``; returns the settings of the source's
+    ``tokenizer_config.json`` (``{}`` without one), for the caller to adjust and write."""
+    for name in names:
+        if (source / name).is_file():
+            shutil.copy(source / name, target / name)
+    if not (source / "tokenizer_config.json").is_file():
+        return {}
+    with open(source / "tokenizer_config.json", encoding="utf-8") as file:
+        return json.load(file)
+
+
 def copy_tokenizer(source: Path, target: Path, add_extra_token: bool) -> None:
     """Vocabulary, special tokens and tokenizer configuration; ``[INT]`` as an added token after the vocabulary.
 
@@ -137,13 +149,7 @@ def copy_tokenizer(source: Path, target: Path, add_extra_token: bool) -> None:
     is rebuilt from ``vocab.txt`` by both this package and lightning-ir."""
     if not (source / "vocab.txt").is_file():
         raise CheckpointError(f"{source} has no vocab.txt; only WordPiece (BERT/ELECTRA) tokenizers are supported")
-    for name in TOKENIZER_FILES:
-        if (source / name).is_file():
-            shutil.copy(source / name, target / name)
-    settings = {}
-    if (target / "tokenizer_config.json").is_file():
-        with open(target / "tokenizer_config.json", encoding="utf-8") as file:
-            settings = json.load(file)
+    settings = copy_tokenizer_files(source, target, TOKENIZER_FILES)
     for key in ("name_or_path", "tokenizer_file", "added_tokens_decoder", "tokenizer_class", "max_length",
                 "padding", "truncation"):
         settings.pop(key, None)
