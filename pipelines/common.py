@@ -18,14 +18,13 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from pyterrier_setenc.cli import add_ray_arguments, positive_int
+from pyterrier_setenc.cli import DTYPES, add_numerics_arguments, add_ray_arguments, numerics_options, positive_int
 
 from .data import (CACHE_DIR_ENV, DATA_DIR_ENV, DEFAULT_CANDIDATES, Benchmark, DataFormatError, StoredRun,
                    load_benchmark)
 from .output import CACHE, OutputError, ResultFolder, markdown_table, safe_name, write_run, write_table
 
 ModelsArg = Mapping[str, pt.Transformer | str | os.PathLike] | Sequence[str | os.PathLike | pt.Transformer]
-DTYPES = ("float32", "bfloat16")
 CORRECTIONS = ("holm", "bonferroni", "sidak", "holm-sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by",
                "fdr_tsbh", "fdr_tsbky", "none")
 
@@ -181,11 +180,11 @@ def resolve_models(models: ModelsArg, *, batch_size: int = 128, device: str | No
     dtype = torch_dtype(dtype)
     settings = dict(batch_size=batch_size, device=device, max_length=max_length,
                     dtype=str(dtype or "float32").removeprefix("torch."), int8=int8)
-    from pyterrier_setenc import is_listconranker, load_reranker
+    from pyterrier_setenc import load_reranker
 
     for _, model in entries:  # before any model is loaded
-        if int8 and not isinstance(model, pt.Transformer) and is_listconranker(str(model)):
-            raise ValueError(f"--int8 quantizes cross-encoders only; {model} is a ListConRanker checkpoint")
+        if not isinstance(model, pt.Transformer):
+            numerics_options(str(model), dtype=settings["dtype"], int8=int8)
     loaded = []
     for name, (_, model) in zip(names, entries):
         if isinstance(model, pt.Transformer):
@@ -430,9 +429,7 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     parser.add_argument("--batch-size", type=positive_int, default=128, help="passages per forward pass")
     parser.add_argument("--max-length", type=positive_int, default=None,
                         help="token limit per (query, passage) pair (default: the checkpoint's)")
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="numbers the re-rankers compute with")
-    parser.add_argument("--int8", action="store_true",
-                        help="quantize the cross-encoders' linear layers to int8 (CPU; not for ListConRanker)")
+    add_numerics_arguments(parser)
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
