@@ -7,32 +7,42 @@ handled in one of two ways that compute the same function:
 - appended (up to ``APPENDED_PARTNERS_MAX`` partner keys, e.g. lists of 100): the partner keys and values follow
   each sequence's own in its layout, and one call of torch's fused ``scaled_dot_product_attention`` covers both, as
   lightning-ir computes it, so float32 results round alike;
-- merged (longer lists, where copying the partner keys for every sequence would dominate): attention to the
-  partners runs on the packed rows without padding or copies, all rows of the bucket against the interaction keys
-  of the lists it touches, in chunks that bound the score matrix; own and partner softmaxes are merged exactly by
-  their log-sum-exps.
+- merged (longer lists, where copying the partner keys for every sequence would dominate): each sequence attends
+  to its own tokens without its interaction token, and, on the packed rows without padding or copies, all rows of
+  a list to the interaction tokens of the whole list (its own among them); the two softmaxes are merged exactly
+  by their log-sum-exps. On the CPU both run in torch's flash-attention kernel, which never forms the score
+  matrix.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from .batching import Bucket, Group, PackedBatch
 
-PARTNER_SCORE_BUDGET = 1 << 20  # rows x partner keys whose scores are formed at once (per head)
+SCORE_BUDGET = 1 << 20  # off the CPU: query rows x keys whose scores are formed at once (per head)
 APPENDED_PARTNERS_MAX = 512  # partner keys appended to each sequence's own up to here (equal cost near 600)
 
 
+@dataclass
+class Partners:
+    """The interaction tokens of all sequences of a batch: their keys and values ``keys_values`` (N, 2H), in sorted
+    sequence order, and the ``position`` of that token in every sequence (1 for ``[INT]``, 0 for ``[CLS]``)."""
+
+    keys_values: torch.Tensor
+    position: int
+
+
 def bucket_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_heads: int,
-                     partners: torch.Tensor | None) -> torch.Tensor:
-    """Attention output (t, H) of a bucket's packed rows given their fused projections ``qkv`` (t, 3H);
-    ``partners`` are the interaction-token keys and values of all sequences of the batch (N, 2H)."""
-    hidden = qkv.shape[-1] // 3
+                     partners: Partners | None) -> torch.Tensor:
+    """Attention output (t, H) of a bucket's packed rows given their fused projections ``qkv`` (t, 3H)."""
     if partners is None or len(bucket.keys) <= APPENDED_PARTNERS_MAX:
-        return _fused_attention(qkv, bucket, batch, num_heads, partners)
-    context, lse = _own_attention(qkv, bucket, num_heads)
-    return _with_partners(context, lse, qkv[:, :hidden], bucket, batch, partners).flatten(1)
+        return _fused_attention(qkv, bucket, batch, num_heads,
+                                None if partners is None else partners.keys_values)
+    return _merged_attention(qkv, bucket, batch, num_heads, partners)
 
 
 def _fused_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_heads: int,
@@ -58,16 +68,46 @@ def _fused_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_
     return contexts[0] if len(contexts) == 1 else torch.cat(contexts)
 
 
-def _own_attention(qkv: torch.Tensor, bucket: Bucket, num_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Own-token attention (t, heads, d) with the log-sum-exps of its scores (t, heads)."""
+def _merged_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_heads: int,
+                      partners: Partners) -> torch.Tensor:
+    """The merged way. A sequence's keys are its own tokens and its partners' interaction tokens; split instead into
+    its own tokens without its interaction token, and the interaction tokens of its whole list (its own among them),
+    the partner part needs no per-row mask: all rows of a list attend to the same keys."""
+    hidden = qkv.shape[-1] // 3
+    context, lse = _own_attention(qkv, bucket, num_heads, partners.position)
+    list_context, list_lse = torch.empty_like(context), torch.empty_like(lse)
+    keyed = partners.keys_values[bucket.keys]
+    query = qkv[:, :hidden]
+    if bucket.list_count == 1:
+        lists = [(slice(None), slice(None))]
+    else:
+        row_list = batch.seq_list[batch.row_seq[bucket.rows]]
+        key_list = batch.seq_list[bucket.keys]
+        lists = [((row_list == number).nonzero().squeeze(1), (key_list == number).nonzero().squeeze(1))
+                 for number in torch.unique(row_list)]
+    for rows, keys in lists:
+        keys_values = keyed[keys]
+        part_context, part_lse = attention_with_lse(
+            _heads(query[rows][None], num_heads), _heads(keys_values[None, :, :hidden], num_heads),
+            _heads(keys_values[None, :, hidden:], num_heads))
+        list_context[rows], list_lse[rows] = part_context[0].transpose(0, 1), part_lse[0].transpose(0, 1)
+    own_share = torch.sigmoid(lse - list_lse).to(context.dtype)  # (t, heads)
+    return torch.lerp(list_context, context, own_share[..., None]).flatten(1)
+
+
+def _own_attention(qkv: torch.Tensor, bucket: Bucket, num_heads: int,
+                   without: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of each sequence to its own tokens except the one at position ``without``: the context
+    (t, heads, d) and the log-sum-exps of the scores (t, heads)."""
     hidden = qkv.shape[-1] // 3
     contexts, sums = [], []
     for group in bucket.groups:
         query, key, value = (_heads(x, num_heads) for x in _padded(qkv[group.rows], group).split(hidden, dim=-1))
-        scores = torch.matmul(query * query.shape[-1] ** -0.5, key.transpose(-1, -2))  # (c, heads, L, L)
+        mask = query.new_zeros(group.count, 1, 1, group.width)
         if group.mask is not None:
-            scores = _masked(scores, ~group.mask[:, None, None, :])
-        context, lse = _softmax_product(scores, value)
+            mask.masked_fill_(~group.mask[:, None, None, :], float("-inf"))
+        mask[..., without] = float("-inf")
+        context, lse = attention_with_lse(query, key, value, mask)
         contexts.append(_rows(context.transpose(1, 2), group))
         sums.append(_rows(lse.transpose(1, 2), group))
     if len(contexts) == 1:
@@ -75,48 +115,39 @@ def _own_attention(qkv: torch.Tensor, bucket: Bucket, num_heads: int) -> tuple[t
     return torch.cat(contexts), torch.cat(sums)
 
 
-def _softmax_product(scores: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``softmax(scores) @ values`` and the log-sum-exps of the score rows; a row of -inf only gives zeros and
-    -inf. Without autograd the scores are overwritten."""
-    top = scores.amax(dim=-1, keepdim=True).nan_to_num(neginf=0.0)
-    weights = torch.exp(scores - top) if torch.is_grad_enabled() else scores.sub_(top).exp_()
-    total = weights.sum(dim=-1, keepdim=True)
-    context = torch.matmul(weights, values) / total.clamp_min(torch.finfo(total.dtype).tiny)
-    return context, (top + total.log()).squeeze(-1)
+def attention_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``softmax(query key^T / sqrt(d) + mask) value`` (B, heads, L, d) and the log-sum-exps of its score rows
+    (B, heads, L), for (B, heads, L|S, d) inputs and an additive ``mask`` broadcasting to (B, heads, L, S); every
+    row must keep a key. On the CPU without autograd one call of torch's flash-attention kernel (blocked, no score
+    matrix in memory; its backward ignores the log-sum-exps); otherwise products and softmax over chunks of
+    ``SCORE_BUDGET`` scores per head."""
+    if query.device.type == "cpu" and not torch.is_grad_enabled():
+        context, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value,
+                                                                                 attn_mask=mask)[:2]
+        return context, lse
+    return _chunked_attention_with_lse(query, key, value, mask)
 
 
-def _with_partners(context: torch.Tensor, lse: torch.Tensor, query: torch.Tensor, bucket: Bucket,
-                   batch: PackedBatch, partners: torch.Tensor) -> torch.Tensor:
-    """Merges attention to the partner interaction tokens into the own-token attention ``context`` (t, heads, d)
-    whose log-sum-exps are ``lse`` (t, heads); rows without partners keep their own-token attention."""
-    heads, size = context.shape[1:]
-    keys = bucket.keys
-    keyed = partners[keys]
-    partner_keys = keyed[:, :heads * size].view(len(keys), heads, size).permute(1, 2, 0)  # (heads, d, n)
-    partner_values = keyed[:, heads * size:].view(len(keys), heads, size).transpose(0, 1)  # (heads, n, d)
-    row_seq = batch.row_seq[bucket.rows]
-    query = query * size ** -0.5
-    chunk = max(1, PARTNER_SCORE_BUDGET // len(keys))
-    merged = []
-    for start in range(0, len(query), chunk):
-        rows = slice(start, start + chunk)
-        scores = torch.matmul(query[rows].view(-1, heads, size).transpose(0, 1), partner_keys)  # (heads, t, n)
-        seqs = row_seq[rows]
-        if bucket.list_count > 1:
-            scores = _masked(scores, batch.seq_list[keys][None, :] != batch.seq_list[seqs][:, None])
-        scores[:, torch.arange(len(seqs), device=seqs.device), torch.searchsorted(keys, seqs)] = float("-inf")
-        partner_context, partner_lse = _softmax_product(scores, partner_values)  # -inf: rows without partners
-        own_share = torch.sigmoid(lse[rows] - partner_lse.transpose(0, 1))  # (t, heads)
-        merged.append(torch.lerp(partner_context.transpose(0, 1), context[rows],
-                                 own_share[..., None].to(context.dtype)))
-    return merged[0] if len(merged) == 1 else torch.cat(merged)
-
-
-def _masked(scores: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
-    """-inf where ``blocked``; in place without autograd."""
-    if torch.is_grad_enabled():
-        return scores.masked_fill(blocked, float("-inf"))
-    return scores.masked_fill_(blocked, float("-inf"))
+def _chunked_attention_with_lse(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`attention_with_lse` by matrix products, over chunks of query rows."""
+    chunk = max(1, SCORE_BUDGET // (key.shape[-2] * query.shape[0]))
+    scale = query.shape[-1] ** -0.5
+    contexts, sums = [], []
+    for start in range(0, query.shape[-2], chunk):
+        scores = torch.matmul(query[..., start:start + chunk, :] * scale, key.transpose(-1, -2))
+        if mask is not None:
+            part = mask if mask.shape[-2] == 1 else mask[..., start:start + chunk, :]
+            scores = scores + part if torch.is_grad_enabled() else scores.add_(part)
+        top = scores.amax(dim=-1, keepdim=True)
+        weights = torch.exp(scores - top) if torch.is_grad_enabled() else scores.sub_(top).exp_()
+        total = weights.sum(dim=-1, keepdim=True)
+        contexts.append(torch.matmul(weights, value) / total)
+        sums.append((top + total.log()).squeeze(-1))
+    if len(contexts) == 1:
+        return contexts[0], sums[0]
+    return torch.cat(contexts, dim=-2), torch.cat(sums, dim=-1)
 
 
 def _blocked(keys: torch.Tensor, seqs: torch.Tensor, seq_list: torch.Tensor) -> torch.Tensor:

@@ -8,25 +8,31 @@ bucket, which bounds memory for lists of any length."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import bucket_attention
+from .attention import Partners, bucket_attention
 from .batching import Bucket, PackedBatch
 
-_ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
+Activation = Callable[[torch.Tensor], torch.Tensor]
+
+_ACTIVATIONS = {  # name: (function, the same function in place)
+    "gelu": (F.gelu, torch.ops.aten.gelu_),
+    "gelu_new": (partial(F.gelu, approximate="tanh"), partial(torch.ops.aten.gelu_, approximate="tanh")),
+    "gelu_pytorch_tanh": (partial(F.gelu, approximate="tanh"), partial(torch.ops.aten.gelu_, approximate="tanh")),
+    "relu": (F.relu, F.relu_),
+    "silu": (F.silu, partial(F.silu, inplace=True)),
+    "swish": (F.silu, partial(F.silu, inplace=True)),
 }
 
 
-def activation(name: str):
+def activation(name: str) -> tuple[Activation, Activation]:
+    """The activation ``hidden_act`` names as (function, in-place function)."""
     if name not in _ACTIVATIONS:
         raise ValueError(f"hidden_act {name!r} is not supported; supported: {sorted(_ACTIVATIONS)}")
     return _ACTIVATIONS[name]
@@ -62,9 +68,9 @@ class SelfAttention(nn.Module):
         self.fused: nn.ModuleDict | None = None
 
     def forward(self, hidden: torch.Tensor, bucket: Bucket, batch: PackedBatch,
-                partners: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention of packed rows ``hidden`` (T, H) of one bucket; ``partners`` are the keys and values of all
-        interaction tokens of the batch (N, 2H), of which each sequence sees those of its list partners."""
+                partners: Partners | None = None) -> torch.Tensor:
+        """Attention of packed rows ``hidden`` (T, H) of one bucket; ``partners`` are the interaction tokens of
+        all sequences of the batch, of which each sequence sees those of its list partners."""
         qkv = self._project(hidden, "qkv")
         return bucket_attention(qkv, bucket, batch, self.num_heads, partners)
 
@@ -104,7 +110,9 @@ class DenseLayerNorm(nn.Module):
         self.LayerNorm = nn.LayerNorm(config["hidden_size"], eps=config.get("layer_norm_eps", 1e-12))
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dense(x) + residual)
+        summed = self.dense(x)
+        summed = summed + residual if torch.is_grad_enabled() else summed.add_(residual)  # no second buffer
+        return self.LayerNorm(summed)
 
 
 class Attention(nn.Module):
@@ -118,10 +126,11 @@ class Intermediate(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
         self.dense = nn.Linear(config["hidden_size"], config["intermediate_size"])
-        self.act = activation(config.get("hidden_act", "gelu"))
+        self.act, self.act_ = activation(config.get("hidden_act", "gelu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.dense(x))
+        projected = self.dense(x)
+        return self.act(projected) if torch.is_grad_enabled() else self.act_(projected)
 
 
 class Layer(nn.Module):
@@ -132,7 +141,7 @@ class Layer(nn.Module):
         self.output = DenseLayerNorm(config, config["intermediate_size"])
 
     def forward(self, hidden: torch.Tensor, bucket: Bucket, batch: PackedBatch,
-                partners: torch.Tensor | None = None) -> torch.Tensor:
+                partners: Partners | None = None) -> torch.Tensor:
         attended = self.attention.output(self.attention.self(hidden, bucket, batch, partners), hidden)
         return self.output(self.intermediate(attended), attended)
 
@@ -170,22 +179,20 @@ class Backbone(nn.Module):
         """Last hidden states of all packed tokens (T, H). With ``gradient_checkpointing`` (and autograd on) each
         layer's activations are recomputed in the backward pass instead of kept, so long lists fit in memory."""
         hidden = self.embed(batch)
-        interaction_rows = None
-        if batch.listwise and self.interaction_position is not None:
-            interaction_rows = batch.starts + self.interaction_position
+        position = self.interaction_position if batch.listwise else None
         for layer in self.encoder.layer:
             if gradient_checkpointing and torch.is_grad_enabled():
-                hidden = checkpoint(self._layer, layer, hidden, batch, interaction_rows, use_reentrant=False)
+                hidden = checkpoint(self._layer, layer, hidden, batch, position, use_reentrant=False)
             else:
-                hidden = self._layer(layer, hidden, batch, interaction_rows)
+                hidden = self._layer(layer, hidden, batch, position)
         return hidden
 
     @staticmethod
-    def _layer(layer: Layer, hidden: torch.Tensor, batch: PackedBatch,
-               interaction_rows: torch.Tensor | None) -> torch.Tensor:
+    def _layer(layer: Layer, hidden: torch.Tensor, batch: PackedBatch, position: int | None) -> torch.Tensor:
         partners = None
-        if interaction_rows is not None:  # the states all buckets see, taken before any bucket changes
-            partners = layer.attention.self.partner_keys_values(hidden[interaction_rows])
+        if position is not None:  # the states all buckets see, taken before any bucket changes
+            states = hidden[batch.starts + position]
+            partners = Partners(layer.attention.self.partner_keys_values(states), position)
         if torch.is_grad_enabled():  # out of place, for autograd
             return torch.cat([layer(hidden[b.rows], b, batch, partners) for b in batch.buckets])
         for bucket in batch.buckets:  # in place: memory stays one copy of the hidden states

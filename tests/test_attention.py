@@ -79,3 +79,29 @@ def test_merged_gradients_match_appended(model, long_list, monkeypatch):
     model.zero_grad()
     assert torch.isfinite(gradients[0]).all()
     assert torch.allclose(gradients[0], gradients[1], rtol=1e-3, atol=1e-4)
+
+
+def test_a_single_passage_list_beside_a_long_one(model, long_list, monkeypatch):
+    """A list of one passage (no partners) scored in the same pass as a long list keeps its pointwise score."""
+    query, texts = long_list
+    together = scores(model, query, [texts[:200], texts[200:201]], 0, monkeypatch)
+    alone = scores(model, query, [texts[200:201]], 10_000, monkeypatch)
+    assert (together[1] - alone[0]).abs().max() <= TOLERANCE
+
+
+def test_flash_kernel_and_products_agree():
+    """The two implementations of ``attention_with_lse`` (the CPU kernel without autograd, products with it) give
+    the same contexts and log-sum-exps, checked against torch.softmax/logsumexp in float64."""
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(3, 4, n, 16, generator=generator) for n in (7, 9, 9))
+    mask = torch.zeros(3, 1, 1, 9)
+    mask[0, ..., 2:] = float("-inf")
+    mask[1, ..., 1] = float("-inf")
+    scores = (query.double() @ key.double().transpose(-1, -2)) / 4 + mask.double()
+    truth = torch.softmax(scores, dim=-1) @ value.double(), torch.logsumexp(scores, dim=-1)
+    with torch.no_grad():
+        flash = attention.attention_with_lse(query, key, value, mask)
+    products = attention.attention_with_lse(query.requires_grad_(), key, value, mask)
+    for got in (flash, products):
+        for part, expected in zip(got, truth):
+            assert (part.detach().double() - expected).abs().max() <= 1e-5
