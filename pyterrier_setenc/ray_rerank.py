@@ -144,14 +144,14 @@ def merge_shards(shard_dir: Path, expected: pd.DataFrame) -> pd.DataFrame:
 class RayReRanker(pt.Transformer):
     """Runs one of the suite's re-rankers on a pool of Ray actors; returns the frame the re-ranker itself returns.
 
-    ``model`` and ``reranker_options`` go to :func:`pyterrier_setenc.load_reranker` in each actor (or to
-    ``loader``, a function that builds any transformer from them). ``workers`` actors with ``num_cpus`` and
-    ``num_gpus`` each (default: one GPU when the cluster has GPUs, else none); ``address`` joins a running cluster
-    (default: the current Ray session, else a new local one). The input goes to Ray in ``blocks`` blocks and is
-    scored in ``partitions`` partitions of whole queries (default: about 64 queries each, at least four per worker).
-    ``shard_dir`` holds the shards of a job (default: a temporary folder, which suits one machine; on a cluster pick
-    shared storage); they are removed afterwards unless ``keep_shards``. A worker that dies is restarted and its
-    call retried, ``retries`` times (default: Ray Data's, without limit).
+    ``model`` and ``reranker_options`` go to :func:`pyterrier_setenc.load_reranker` in each actor (or to ``loader``,
+    a function that builds any transformer from them). ``workers`` actors with ``num_cpus`` and ``num_gpus`` each
+    (default: one GPU when the cluster has GPUs and the re-ranker can use one, else none); ``address`` joins a
+    running cluster (default: the current Ray session, else a new local one). The input goes to Ray in ``blocks``
+    blocks and is scored in ``partitions`` partitions of whole queries (default: about 64 queries each, at least
+    four per worker). ``shard_dir`` holds the shards of a job (default: a temporary folder, which suits one machine;
+    on a cluster pick shared storage); they are removed afterwards unless ``keep_shards``. A worker that dies is
+    restarted and its call retried, ``retries`` times (default: Ray Data's, without limit).
 
     >>> from pyterrier_setenc.ray_rerank import RayReRanker
     >>> setenc = RayReRanker("webis/set-encoder-base", workers=4, num_gpus=1)  # doctest: +SKIP
@@ -169,6 +169,8 @@ class RayReRanker(pt.Transformer):
             raise ValueError(f"num_cpus must be positive and num_gpus not negative, got {num_cpus} and {num_gpus}")
         if retries is not None and retries < 0:
             raise ValueError(f"retries must not be negative, got {retries}")
+        if num_gpus and reranker_options.get("int8"):
+            raise ValueError(f"int8=True runs on the CPU only, so the actors take no GPU; got num_gpus={num_gpus}")
         import_ray()
         self.model = str(model)
         self.workers = workers
@@ -208,13 +210,19 @@ class RayReRanker(pt.Transformer):
         order = np.lexsort((out["rank"].to_numpy(), pd.factorize(out["qid"], sort=True)[0]))
         return out.iloc[order].reset_index(drop=True)
 
+    def default_gpus(self, cluster_resources: dict) -> float:
+        """GPUs per actor when ``num_gpus`` is not given: one when the cluster has GPUs and the re-ranker can use
+        one (not with ``int8``, not with a CPU ``device``), else none."""
+        on_cpu = self.reranker_options.get("int8") or str(self.reranker_options.get("device") or "").startswith("cpu")
+        return float(cluster_resources.get("GPU", 0) > 0 and not on_cpu)
+
     def score(self, candidates: pd.DataFrame) -> pd.DataFrame:
         """``qid``, ``docno`` and ``score`` of every row of ``candidates`` (string ``qid``, ``query``, string
         ``docno``, ``text``), scored by the actor pool."""
         ray = connect(self.address, self.verbose)
         context = ray.data.DataContext.get_current()
         progress_bars, context.enable_progress_bars = context.enable_progress_bars, self.verbose
-        num_gpus = self.num_gpus if self.num_gpus is not None else float(ray.cluster_resources().get("GPU", 0) > 0)
+        num_gpus = self.num_gpus if self.num_gpus is not None else self.default_gpus(ray.cluster_resources())
         queries = candidates["qid"].nunique()
         partitions = self.partitions or min(queries, max(4 * self.workers, -(-queries // 64)))
         frame = candidates.rename(columns={"text": self.text_field}).assign(**{ROW: np.arange(len(candidates))})

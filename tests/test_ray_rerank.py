@@ -140,6 +140,18 @@ def test_merge_refuses_anything_but_each_pair_once(tmp_path):
             merge_shards(folder, expected)
 
 
+def test_int8_actors_take_no_gpu():
+    """int8 dynamic quantization runs on the CPU only: on a cluster with GPUs its actors must not reserve one (the
+    re-ranker would refuse to start on it), and asking for GPUs with int8 is refused at once."""
+    gpus = {"CPU": 8.0, "GPU": 2.0}
+    assert RayReRanker(FIXTURES / "mono", workers=2).default_gpus(gpus) == 1.0
+    assert RayReRanker(FIXTURES / "mono", workers=2).default_gpus({"CPU": 8.0}) == 0.0
+    assert RayReRanker(FIXTURES / "mono", workers=2, int8=True).default_gpus(gpus) == 0.0
+    assert RayReRanker(FIXTURES / "mono", workers=2, device="cpu").default_gpus(gpus) == 0.0
+    with pytest.raises(ValueError, match="int8=True runs on the CPU only.*num_gpus=1"):
+        RayReRanker(FIXTURES / "mono", workers=2, num_gpus=1, int8=True)
+
+
 def test_without_ray_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     monkeypatch.setitem(sys.modules, "ray.data", None)
