@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from conftest import FIXTURES, copy_tokenizer
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker
+from pyterrier_setenc.atomic import current_umask
 from pyterrier_setenc.checkpoint import load_checkpoint
 from training.check_lightning_ir import lightning_ir_scores
 from training.export import save_checkpoint
@@ -87,6 +88,8 @@ def test_set_encoder_files_match_lightning_ir_layout(backbone, tmp_path):
     tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
     assert tokenizer_config["tokenizer_class"] == "SetEncoderTokenizer" and tokenizer_config["add_extra_token"]
     assert load_checkpoint(folder).kind == "set-encoder"
+    for file in folder.iterdir():  # every file as readable as the umask lets new files be (a shipped or shared model)
+        assert file.stat().st_mode & 0o777 == 0o666 & ~current_umask(), file
 
 
 def test_set_encoder_round_trip_scores(backbone, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from pyterrier_setenc.atomic import atomic_folder, atomic_write
+from pyterrier_setenc.atomic import atomic_folder, atomic_write, current_umask
 from pyterrier_setenc.model import CrossEncoder
 
 from .model import copy_tokenizer_files, load_model
@@ -50,7 +50,9 @@ def save_checkpoint(model: CrossEncoder, folder: str | os.PathLike, dtype: torch
         config["dtype"] = DTYPE_NAMES[dtype]
         with open(staging / "config.json", "w", encoding="utf-8") as file:
             json.dump(config, file, indent=2, sort_keys=True)
-        save_file(lightning_ir_state_dict(model, dtype), str(staging / "model.safetensors"), metadata={"format": "pt"})
+        weights = staging / "model.safetensors"
+        save_file(lightning_ir_state_dict(model, dtype), str(weights), metadata={"format": "pt"})
+        weights.chmod(0o666 & ~current_umask())  # safetensors creates it readable by its owner only
         source = getattr(model, "tokenizer_path", None)
         if source is None:
             raise ValueError("the model does not say where its tokenizer files are (tokenizer_path); build it with "
