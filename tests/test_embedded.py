@@ -10,16 +10,8 @@ import pytest
 
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker, embedded, load_reranker
 
-from conftest import SLICE, read_rerank
-
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "embedded-golden.json").read_text(encoding="utf-8"))
 CLASSES = {"set-encoder": (embedded.SET_ENCODER, SetEncoderReRanker), "mono": (embedded.MONO, MonoReRanker)}
-
-
-@pytest.fixture(scope="module")
-def lists():
-    frame = read_rerank(SLICE / "trec-dl-2019" / "bm25-top100.rerank.jsonl.gz")
-    return frame.sort_values(["qid", "rank"]).reset_index(drop=True)
 
 
 def test_shipped_folders_are_small_fp16_lightning_ir_checkpoints():
@@ -32,12 +24,12 @@ def test_shipped_folders_are_small_fp16_lightning_ir_checkpoints():
 
 
 @pytest.mark.parametrize("name", sorted(CLASSES))
-def test_scores_equal_lightning_ir(lists, name):
+def test_scores_equal_lightning_ir(dl19, name):
     folder, cls = CLASSES[name]
     reranker = load_reranker(folder, verbose=False)
     assert type(reranker) is cls
     golden = GOLDEN["models"][name]
-    frame = lists[lists["qid"].isin(golden)]
+    frame = dl19[dl19["qid"].isin(golden)]
     out = reranker.transform(frame)
     ours = {(r.qid, r.docno): r.score for r in out.itertuples()}
     theirs = {(q, d): s for q, docs in golden.items() for d, s in docs.items()}
@@ -45,9 +37,9 @@ def test_scores_equal_lightning_ir(lists, name):
     assert max(abs(ours[key] - theirs[key]) for key in theirs) <= 1e-5
 
 
-def test_set_encoder_is_order_invariant(lists):
+def test_set_encoder_is_order_invariant(dl19):
     reranker = SetEncoderReRanker(embedded.SET_ENCODER, verbose=False)
-    frame = lists[lists["qid"] == sorted(lists["qid"].unique())[0]]
+    frame = dl19[dl19["qid"] == sorted(dl19["qid"].unique())[0]]
     base = reranker.transform(frame).set_index("docno")["score"]
     for seed in range(3):
         shuffled = frame.sample(frac=1.0, random_state=seed)
