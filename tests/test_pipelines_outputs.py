@@ -110,10 +110,12 @@ def test_models_named_on_the_command_line_or_after_the_checkpoint(tmp_path):
 def test_dtype_and_int8_reach_the_rerankers():
     import torch
 
+    from pyterrier_setenc.numerics import Int8Linear
+
     bf16 = resolve_models([SETENC], dtype="bfloat16", verbose=False)[0]
     int8 = resolve_models([MONO], int8=True, verbose=False)[0]
     assert bf16.transformer.dtype == torch.bfloat16 and bf16.identity["dtype"] == "bfloat16"
-    quantized = [m for m in int8.transformer.module.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    quantized = [m for m in int8.transformer.module.modules() if isinstance(m, Int8Linear)]
     assert quantized and int8.identity["int8"] is True
     with pytest.raises(ValueError, match="--int8 quantizes cross-encoders only.*ListConRanker"):
         resolve_models([LISTCON], int8=True, verbose=False)
