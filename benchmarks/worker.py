@@ -6,7 +6,7 @@ a JSON file with one or more systems, writes per-list seconds, scores and memory
 
 Systems: ``set-encoder``; ``mono``, the same checkpoint without inter-passage attention (the same backbone and the
 same tokens, each passage scored on its own); ``set-encoder-int8`` and ``set-encoder-bf16``, the Set-Encoder with
-int8 dynamic quantization or in bfloat16. For a Hugging Face cross-encoder checkpoint, the peers: ``mono-reranker``,
+int8 linear layers or in bfloat16. For a Hugging Face cross-encoder checkpoint, the peers: ``mono-reranker``,
 this package's :class:`~pyterrier_setenc.MonoReRanker`, and ``st-cross-encoder``, sentence-transformers'
 ``CrossEncoder.predict`` (raw logits), both with ``--batch-size`` pairs per forward pass and ``--max-length``
 tokens per pair. Several systems are timed interleaved, list by list (alternating which goes first), so that the

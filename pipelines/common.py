@@ -296,7 +296,7 @@ class ExperimentOptions:
     device: str | None = None
     max_length: int | None = None  # token limit per (query, passage) pair (None: the checkpoint's)
     dtype: Any = None  # float32 or bfloat16, a name or a torch dtype (None: float32)
-    int8: bool = False  # int8 dynamic quantization of the cross-encoders
+    int8: bool = False  # int8 linear layers of the cross-encoders (pyterrier_setenc.numerics)
     verbose: bool = True
 
     @classmethod

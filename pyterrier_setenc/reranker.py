@@ -402,7 +402,7 @@ class CrossEncoderReRanker(ReRanker):
             dtype: numerics of the whole model, e.g. ``torch.bfloat16`` or ``"bfloat16"``; default float32.
             verbose: a progress bar over queries.
             max_length: the longest tokenized (query, passage) sequence; default the checkpoint's.
-            int8: int8 dynamic quantization of the encoder's linear layers (CPU, float32; changes the scores).
+            int8: int8 linear layers in the encoder (CPU, float32; changes the scores; see :mod:`.numerics`).
         """
         check_model_argument(model, CrossEncoder)
         self._setup(text_field=text_field, batch_size=batch_size, device=device, dtype=dtype, verbose=verbose)

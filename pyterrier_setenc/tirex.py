@@ -5,7 +5,7 @@ from ``$inputDataset`` and writes the run to ``$outputDir``::
 
     python -m pyterrier_setenc.tirex --input $inputDataset --output $outputDir --model /model
 
-``--dtype bfloat16`` and ``--int8`` (int8 dynamic quantization on the CPU; cross-encoders only) go to the re-ranker.
+``--dtype bfloat16`` and ``--int8`` (int8 linear layers on the CPU; cross-encoders only) go to the re-ranker.
 Missing folders are taken from ``TIRA_INPUT_DATASET`` and ``TIRA_OUTPUT_DIR``, a missing model from ``SETENC_MODEL``
 (else ``/model``, where the Docker image keeps its checkpoint). The run is written as TIREx normalises runs: queries
 in order, passages by descending score, ranks from 1, at most 1,000 passages a query, one system tag.

@@ -141,7 +141,7 @@ def test_merge_refuses_anything_but_each_pair_once(tmp_path):
 
 
 def test_int8_actors_take_no_gpu():
-    """int8 dynamic quantization runs on the CPU only: on a cluster with GPUs its actors must not reserve one (the
+    """int8 runs on the CPU only: on a cluster with GPUs its actors must not reserve one (the
     re-ranker would refuse to start on it), and asking for GPUs with int8 is refused at once."""
     gpus = {"CPU": 8.0, "GPU": 2.0}
     assert RayReRanker(FIXTURES / "mono", workers=2).default_gpus(gpus) == 1.0
