@@ -43,6 +43,7 @@ def test_int8_linear_computes_the_quantized_arithmetic(smoothed):
     x[:, 7] *= 30  # an outlier channel
     x[:, :64] = x[:, :64].abs()  # long runs of large activations meeting large weights: saturating int16 sums
     smoothing = torch.rand(256, generator=generator) + 0.5 if smoothed else None
+    saved = x.clone()
     expected, flip = hand_int8(x, linear, smoothing)
     got = Int8Linear(linear, smoothing)(x.reshape(4, 10, 256)).reshape(40, 64).double()
     # float32 arithmetic can round an activation that lies on a rounding tie to the other level: allow two such
@@ -50,6 +51,7 @@ def test_int8_linear_computes_the_quantized_arithmetic(smoothed):
     tolerance = 2 * flip + 1e-6 * expected.abs().amax(1, keepdim=True)
     assert ((got - expected).abs() <= tolerance).all()
     assert ((linear(x).double() - expected).abs() > tolerance).any()  # the float32 product is not within it
+    assert torch.equal(x, saved)  # the input is left as it was (it is the residual of the next layer)
 
 
 def test_int8_reranker_replaces_every_encoder_linear_layer(dl19):
