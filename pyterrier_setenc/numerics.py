@@ -54,8 +54,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
         rows = rows * self.inverse_smoothing if self.inverse_smoothing is not None else rows.clone()
-        low, high = torch.aminmax(rows, dim=1, keepdim=True)  # one pass, no temporary as abs() would make
-        magnitudes = torch.maximum(high, low.neg_()).clamp_min_(1e-12)
+        magnitudes = rows.abs().amax(1, keepdim=True).clamp_min_(1e-12)  # (faster than aminmax at 768 wide)
         products = torch.ops.quantized.linear_dynamic(rows.div_(magnitudes), self.packed, reduce_range=False)
         products = torch.addcmul(self.bias, products, magnitudes, out=products)  # no second output buffer
         return products.reshape(*x.shape[:-1], self.out_features)
