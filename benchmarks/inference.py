@@ -165,11 +165,12 @@ def compare_systems(bench: Bench) -> None:
 
 def compare_numerics(bench: Bench, kinds: list[str], model: Path) -> None:
     """int8 / bf16 against float32 on the same lists, interleaved in one process: speed-up, largest score
-    difference, Kendall tau of the rankings."""
-    names = {"set-encoder": "numerics: float32", **{f"set-encoder-{kind}": f"numerics: {kind}" for kind in kinds}}
+    difference, Kendall tau of the rankings. The figures are kept as ``numerics MODEL: KIND``."""
+    prefix = f"numerics {model.name}: "
+    names = {"set-encoder": prefix + "float32", **{f"set-encoder-{kind}": prefix + kind for kind in kinds}}
     figures = bench.timed(bench.ours(",".join(names)), names, model)
-    baseline = figures.pop("numerics: float32")
-    rows = [[name.removeprefix("numerics: "), f"{run['s_per_query']:.2f}",
+    baseline = figures.pop(prefix + "float32")
+    rows = [[name.removeprefix(prefix), f"{run['s_per_query']:.2f}",
              f"{baseline['s_per_query'] / run['s_per_query']:.2f}x",
              f"{max_difference(run['scores'], baseline['scores']):.3g}",
              f"{mean_kendall_tau(run['scores'], baseline['scores']):.4f}"] for name, run in figures.items()]
@@ -292,7 +293,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     queries, ranked, texts = candidate_lists(read_rerank(args.data_dir / RERANK))
-    checkpoint = electra_base_set_encoder(args.workdir) if sections - {"peer"} else None
+    random_needed = bool(sections & {"systems", "scaling"}) or ("numerics" in sections and not args.numerics_model)
+    checkpoint = electra_base_set_encoder(args.workdir) if random_needed else None
     bench = Bench(checkpoint, args.workdir, args.threads, args.reference_python, queries, ranked, texts,
                   list(queries)[:args.queries])
     bench.results.update(checkpoint=str(checkpoint) if checkpoint else None, qids=bench.qids, threads=args.threads)

@@ -1,6 +1,6 @@
 """The benchmark's pieces: the FLOP count against a hand computation, a worker run whose scores equal in-process
-scores, and the peer section (MonoReRanker against sentence-transformers) on a tiny checkpoint, whose scores equal
-transformers' own."""
+scores, the numerics section on two tiny checkpoints, and the peer section (MonoReRanker against
+sentence-transformers) on a tiny checkpoint, whose scores equal transformers' own."""
 
 import json
 import subprocess
@@ -72,3 +72,29 @@ def test_peer_section_on_a_tiny_cross_encoder(tmp_path, capsys):
             scores = torch.tensor(figures[system]["scores"][number])
             assert (scores - golden).abs().max() <= 1e-5, system
             assert len(figures[system]["pass_seconds"]) == len(figures[system]["pass_cpu_seconds"]) == 2
+
+
+def test_numerics_section_reports_each_model(tmp_path, capsys):
+    """The numerics section on two checkpoints (repeated --numerics-model): each model's float32 and int8 figures
+    are kept apart, the float32 scores equal in-process scores, and the printed Kendall tau is scipy's on the
+    reported scores. No timing is checked."""
+    from scipy.stats import kendalltau
+
+    models = [FIXTURES / "setenc-int", FIXTURES / "setenc-noint"]
+    main(["--data-dir", str(SLICE), "--workdir", str(tmp_path), "--queries", "1", "--threads", "1", "--sections",
+          "numerics", *[arg for model in models for arg in ("--numerics-model", str(model))],
+          "--out", str(tmp_path / "figures.json")])
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    printed = capsys.readouterr().out
+    assert figures["checkpoint"] is None  # the random ELECTRA-base model was not needed
+    queries, ranked, texts = candidate_lists(read_rerank(SLICE / RERANK))
+    qid = next(iter(queries))
+    docs = [texts[docno] for docno in ranked[qid]]
+    for model in models:
+        exact, quantized = figures[f"numerics {model.name}: float32"], figures[f"numerics {model.name}: int8"]
+        in_process = CrossEncoder.from_pretrained(model).score_lists([queries[qid]], [docs])[0]
+        assert (torch.tensor(exact["scores"][0]) - in_process).abs().max() <= 1e-5
+        assert quantized["scores"] != exact["scores"]
+        tau = kendalltau(exact["scores"][0], quantized["scores"][0])[0]
+        table = printed[printed.index(f"({model.name}, Set-Encoder"):]
+        assert f"| int8 | {quantized['s_per_query']:.2f} |" in table and f"| {tau:.4f} |" in table.split("\n\n")[1]
