@@ -18,4 +18,23 @@ MODELS = Path(__file__).resolve().parent / "models"
 SET_ENCODER = MODELS / "set-encoder-minilm-l6"
 MONO = MODELS / "mono-minilm-l6"
 
-__all__ = ["MODELS", "MONO", "SET_ENCODER"]
+
+def named(name: str) -> Path | None:
+    """The folder of a shipped checkpoint given by its Python name (``pyterrier_setenc.embedded.SET_ENCODER`` or
+    ``pyterrier_setenc.embedded.MONO``, as in ``--build-arg MODEL=...`` of ``tira/Dockerfile``); ``None`` for a name
+    outside this module, a ValueError for an unknown one inside it.
+
+    >>> named("pyterrier_setenc.embedded.MONO") == MONO
+    True
+    """
+    prefix, _, attribute = name.strip().rpartition(".")
+    if prefix != __name__:
+        return None
+    shipped = {"SET_ENCODER": SET_ENCODER, "MONO": MONO}
+    if attribute not in shipped:
+        raise ValueError(f"{name!r}: the package ships no checkpoint {attribute!r}; it ships "
+                         + ", ".join(f"{__name__}.{known}" for known in shipped))
+    return shipped[attribute]
+
+
+__all__ = ["MODELS", "MONO", "SET_ENCODER", "named"]

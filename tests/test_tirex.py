@@ -546,6 +546,76 @@ def test_download_model_fetches_the_files_a_checkpoint_needs(tmp_path, monkeypat
         download_model("org/t5", tmp_path / "t5")
 
 
+@pytest.mark.parametrize("name", ["pyterrier_setenc.embedded.SET_ENCODER", "pyterrier_setenc.embedded.MONO"])
+def test_download_model_copies_a_shipped_checkpoint_without_network(tmp_path, monkeypatch, no_network, name):
+    import huggingface_hub
+
+    from pyterrier_setenc import embedded, load_reranker
+    from pyterrier_setenc.tirex import download_model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the hub was asked for a checkpoint shipped in the package")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    source = {"pyterrier_setenc.embedded.SET_ENCODER": embedded.SET_ENCODER,
+              "pyterrier_setenc.embedded.MONO": embedded.MONO}[name]
+    target = tmp_path / "model"
+    assert download_model(name, target) == target
+    # every file of the shipped folder, the model card with its licence included, byte for byte
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in source.iterdir())
+    assert "README.md" in {p.name for p in target.iterdir()}
+    for file in source.iterdir():
+        assert (target / file.name).read_bytes() == file.read_bytes(), file.name
+    # the image's check: the copy loads as the same kind of re-ranker
+    assert type(load_reranker(str(target), verbose=False)) is type(load_reranker(source, verbose=False))
+
+
+def test_download_model_copies_a_local_folder_and_refuses_bad_names(tmp_path, monkeypatch, hf_model):
+    import huggingface_hub
+
+    from pyterrier_setenc import CheckpointError
+    from pyterrier_setenc.tirex import download_model
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the hub was asked for a local folder")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    (hf_model / "optimizer.pt").write_bytes(b"not part of a checkpoint")  # a training leftover stays behind
+    try:
+        download_model(str(hf_model), tmp_path / "model")
+    finally:
+        (hf_model / "optimizer.pt").unlink()
+    assert (tmp_path / "model" / "config.json").read_bytes() == (hf_model / "config.json").read_bytes()
+    assert not (tmp_path / "model" / "optimizer.pt").exists()
+    with pytest.raises(ValueError, match=r"ships no checkpoint 'BIG'.*embedded\.SET_ENCODER"):
+        download_model("pyterrier_setenc.embedded.BIG", tmp_path / "big")
+    with pytest.raises(CheckpointError, match="not a checkpoint folder.*missing"):
+        download_model(str(tmp_path / "no-such-folder"), tmp_path / "none")
+    with pytest.raises(CheckpointError, match="not a checkpoint folder.*a file"):
+        download_model(str(hf_model / "config.json"), tmp_path / "file")
+    assert not (tmp_path / "none").exists() and not (tmp_path / "file").exists()
+    unsupported = tmp_path / "t5"
+    unsupported.mkdir()
+    (unsupported / "config.json").write_text(json.dumps({"model_type": "t5", "architectures": ["T5Model"]}))
+    with pytest.raises(CheckpointError, match="not supported|supported are"):
+        download_model(str(unsupported), tmp_path / "t5-copy")
+    assert not (tmp_path / "t5-copy").exists()  # refused before anything is copied
+
+
+def test_download_model_names_a_hub_failure(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from pyterrier_setenc import CheckpointError
+    from pyterrier_setenc.tirex import download_model
+
+    def offline(*args, **kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(CheckpointError, match="'org/missing' is neither a local folder.*connection refused"):
+        download_model("org/missing", tmp_path / "model")
+
+
 def reranker_scores(model: Path, rerank_input: Path, **options) -> pd.DataFrame:
     """Scores of the re-ranker :func:`pyterrier_setenc.load_reranker` fits to ``model``, built with ``options``, on
     the candidates as tira's loader reads them."""
