@@ -87,7 +87,10 @@ class SelfAttention(nn.Module):
 
     def fuse(self) -> None:
         """Replaces ``query``, ``key`` and ``value`` by fused linear layers ``fused["qkv"]`` and ``fused["kv"]``, e.g.
-        before quantization; the weights then no longer load or save under their Hugging Face names."""
+        before quantization; the weights then no longer load or save under their Hugging Face names. Fusing a fused
+        layer again changes nothing."""
+        if self.fused is not None:
+            return
         fused = nn.ModuleDict()
         for which, names in _FUSED.items():
             parts = [getattr(self, name) for name in names]

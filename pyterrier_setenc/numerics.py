@@ -101,12 +101,17 @@ def quantize_int8(model: CrossEncoder, smoothing: float = SMOOTHING) -> CrossEnc
         raise ValueError(f"smoothing must be between 0 and 1, got {smoothing}")
     for layer in model.backbone.encoder.layer:
         layer.attention.self.fuse()
-    ranges = activation_ranges(model, *calibration_lists(model))
     encoder = model.backbone.encoder
+    if smoothing:
+        ranges = activation_ranges(model, *calibration_lists(model))
+    else:  # nothing to calibrate
+        ranges = {name: None for name, module in encoder.named_modules() if isinstance(module, nn.Linear)}
     for name, ranged in ranges.items():
         linear = encoder.get_submodule(name)
-        weight_range = linear.weight.detach().abs().amax(0).clamp_min(1e-5)
-        factors = (ranged.clamp_min(1e-5) ** smoothing / weight_range ** (1 - smoothing)).clamp_min(1e-5)
+        factors = None
+        if ranged is not None:
+            weight_range = linear.weight.detach().abs().amax(0).clamp_min(1e-5)
+            factors = (ranged.clamp_min(1e-5) ** smoothing / weight_range ** (1 - smoothing)).clamp_min(1e-5)
         parent, _, child = name.rpartition(".")
-        setattr(encoder.get_submodule(parent), child, Int8Linear(linear, factors if smoothing else None))
+        setattr(encoder.get_submodule(parent), child, Int8Linear(linear, factors))
     return model

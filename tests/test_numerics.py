@@ -63,6 +63,24 @@ def test_int8_reranker_replaces_every_encoder_linear_layer(dl19):
     assert type(exact.module.backbone.encoder.layer[0].attention.self.query) is torch.nn.Linear
 
 
+def test_int8_without_smoothing_needs_no_calibration(monkeypatch):
+    model = CrossEncoder.from_pretrained(FIXTURES / "setenc-int")
+    for layer in model.backbone.encoder.layer:
+        layer.attention.self.fuse()
+    linears = {name for name, module in model.backbone.encoder.named_modules() if isinstance(module, torch.nn.Linear)}
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("a calibration pass ran although smoothing is 0")
+
+    monkeypatch.setattr(model, "score_lists", no_scoring)
+    quantize_int8(model, smoothing=0)
+    replaced = {name: module for name, module in model.backbone.encoder.named_modules()
+                if isinstance(module, Int8Linear)}
+    assert not any(isinstance(module, torch.nn.Linear) for module in model.backbone.encoder.modules())
+    assert set(replaced) == linears
+    assert all(module.inverse_smoothing is None for module in replaced.values())
+
+
 def test_int8_is_deterministic(dl19):
     frame = dl19[dl19["qid"] == dl19["qid"].iloc[0]]
     first = SetEncoderReRanker(FIXTURES / "setenc-int", int8=True, verbose=False)(frame)
