@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 import pyterrier as pt
 
+from . import embedded
 from .atomic import OutputPathError, check_writable
 from .cli import NumericsOptionError, add_numerics_arguments, add_ray_arguments, numerics_options, positive_int
 from .checkpoint import CheckpointError
@@ -169,12 +170,17 @@ def resolve_folder(value: str | None, variable: str, option: str) -> Path:
 
 
 def resolve_model(value: str | None) -> str:
-    """The model from its option, else ``SETENC_MODEL``, else the Docker image's ``/model``."""
+    """The model from its option, else ``SETENC_MODEL``, else the Docker image's ``/model``; a checkpoint shipped in
+    the package may be given by its Python name (``pyterrier_setenc.embedded.SET_ENCODER``)."""
     value = os.path.expandvars(value) if value is not None else ""
-    if value.strip() and "$" not in value:
-        return value
-    if os.environ.get("SETENC_MODEL", "").strip():
-        return os.environ["SETENC_MODEL"]
+    if not (value.strip() and "$" not in value):
+        value = os.environ.get("SETENC_MODEL", "")
+    if value.strip():
+        try:
+            shipped = embedded.named(value)
+        except ValueError as error:
+            raise TirexInputError(f"model: {error}") from None
+        return str(shipped) if shipped is not None else value
     if Path(BAKED_MODEL).is_dir():
         return BAKED_MODEL
     raise TirexInputError(f"no model: pass --model NAME_OR_PATH or set SETENC_MODEL (the Docker image keeps its "

@@ -162,6 +162,23 @@ def test_environment_variables_and_unexpanded_placeholders(tmp_path, monkeypatch
     assert len(read_run(tmp_path / "c", ONE_QUERY)) == 10
 
 
+def test_a_shipped_checkpoint_by_its_python_name(tmp_path, capsys, no_network):
+    """``--model pyterrier_setenc.embedded.SET_ENCODER`` re-ranks with the shipped Set-Encoder, offline, and the tag
+    is its folder's name; an unknown shipped name is refused before anything is written."""
+    from pyterrier_setenc import embedded
+
+    assert main(["--input", str(SAMPLE), "--output", str(tmp_path / "out"),
+                 "--model", "pyterrier_setenc.embedded.SET_ENCODER"]) == 0
+    assert_run_matches(read_run(tmp_path / "out", ONE_QUERY), in_process_scores(embedded.SET_ENCODER, SAMPLE),
+                       "set-encoder-minilm-l6")
+    capsys.readouterr()
+    assert main(["--input", str(SAMPLE), "--output", str(tmp_path / "bad"),
+                 "--model", "pyterrier_setenc.embedded.LARGE"]) == 1
+    message = capsys.readouterr().err
+    assert "ships no checkpoint 'LARGE'" in message and "Traceback" not in message, message
+    assert not (tmp_path / "bad").exists()
+
+
 def sample_lines() -> list[dict]:
     with gzip.open(SAMPLE, "rt", encoding="utf-8") as file:
         return [json.loads(line) for line in file]
