@@ -188,9 +188,15 @@ def resolve_model(value: str | None) -> str:
 
 
 def resolve_tag(value: str | None) -> str | None:
-    """The tag from its option, else from ``SETENC_TAG`` (made a valid tag), else ``None`` (from the model)."""
+    """The tag from its option, else from ``SETENC_TAG`` (made a valid tag; a shipped checkpoint's Python name, as the
+    image sets it, becomes its folder's name), else ``None`` (from the model)."""
     if value is None and os.environ.get("SETENC_TAG", "").strip():
-        return tag_from_name(os.environ["SETENC_TAG"])
+        name = os.environ["SETENC_TAG"]
+        try:
+            shipped = embedded.named(name)
+        except ValueError:  # not a shipped checkpoint after all: the name as it is
+            shipped = None
+        return tag_from_name(shipped.name if shipped is not None else name)
     return value
 
 

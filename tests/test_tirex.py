@@ -162,9 +162,10 @@ def test_environment_variables_and_unexpanded_placeholders(tmp_path, monkeypatch
     assert len(read_run(tmp_path / "c", ONE_QUERY)) == 10
 
 
-def test_a_shipped_checkpoint_by_its_python_name(tmp_path, capsys, no_network):
+def test_a_shipped_checkpoint_by_its_python_name(tmp_path, capsys, monkeypatch, no_network):
     """``--model pyterrier_setenc.embedded.SET_ENCODER`` re-ranks with the shipped Set-Encoder, offline, and the tag
-    is its folder's name; an unknown shipped name is refused before anything is written."""
+    is its folder's name (also when the image's SETENC_TAG gives the Python name); an unknown shipped name is
+    refused before anything is written."""
     from pyterrier_setenc import embedded
 
     assert main(["--input", str(SAMPLE), "--output", str(tmp_path / "out"),
@@ -177,6 +178,13 @@ def test_a_shipped_checkpoint_by_its_python_name(tmp_path, capsys, no_network):
     message = capsys.readouterr().err
     assert "ships no checkpoint 'LARGE'" in message and "Traceback" not in message, message
     assert not (tmp_path / "bad").exists()
+    # the image's environment: SETENC_MODEL=/model, SETENC_TAG=$MODEL; the tag is the shipped folder's name
+    shutil.copytree(embedded.SET_ENCODER, tmp_path / "model")
+    monkeypatch.setenv("SETENC_MODEL", str(tmp_path / "model"))
+    monkeypatch.setenv("SETENC_TAG", "pyterrier_setenc.embedded.SET_ENCODER")
+    assert main(["--input", str(SAMPLE), "--output", str(tmp_path / "image")]) == 0
+    assert_run_matches(read_run(tmp_path / "image", ONE_QUERY), in_process_scores(embedded.SET_ENCODER, SAMPLE),
+                       "set-encoder-minilm-l6")
 
 
 def sample_lines() -> list[dict]:
