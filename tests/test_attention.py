@@ -59,8 +59,23 @@ def test_ways_agree_on_a_list_of_100(model, long_list, monkeypatch):
 def test_merged_lists_sharing_a_pass(model, long_list, monkeypatch):
     """Two lists of 180 and 120 passages in one pass (one bucket touches both) equal the lists scored alone."""
     query, texts = long_list
+    batch = model.encode([query] * 300, texts, [180, 120])
+    assert max(bucket.list_count for bucket in batch.buckets) == 2
     together = scores(model, query, [texts[:180], texts[180:]], 0, monkeypatch)
     alone = [scores(model, query, [part], 0, monkeypatch)[0] for part in (texts[:180], texts[180:])]
+    for a, b in zip(together, alone):
+        assert (a - b).abs().max() <= TOLERANCE
+
+
+def test_appended_lists_sharing_a_pass(model, long_list, monkeypatch):
+    """Lists of 100, 120 and 80 passages in one pass (ordered list by list, a bucket at a boundary touches two)
+    equal the lists scored alone."""
+    query, texts = long_list
+    parts = [texts[:100], texts[100:220], texts[220:]]
+    batch = model.encode([query] * 300, texts, [len(part) for part in parts])
+    assert max(bucket.list_count for bucket in batch.buckets) == 2
+    together = scores(model, query, parts, 10_000, monkeypatch)
+    alone = [scores(model, query, [part], 10_000, monkeypatch)[0] for part in parts]
     for a, b in zip(together, alone):
         assert (a - b).abs().max() <= TOLERANCE
 

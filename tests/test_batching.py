@@ -3,7 +3,7 @@ real token once (checked against layouts worked out by hand)."""
 
 import torch
 
-from pyterrier_setenc.batching import GROUP_FILL, pack
+from pyterrier_setenc.batching import GROUP_FILL, LIST_ORDER_MIN, pack
 
 
 def sequences(lengths: list[int]) -> tuple[list[list[int]], list[list[int]]]:
@@ -56,3 +56,23 @@ def test_buckets_and_groups_keep_their_budgets():
             assert group.rows.stop - group.rows.start == sum(group_lengths)
             covered.extend(range(bucket.rows.start + group.rows.start, bucket.rows.start + group.rows.stop))
     assert covered == list(range(sum(lengths)))
+
+
+def test_large_listwise_batches_are_ordered_list_by_list():
+    # Over LIST_ORDER_MIN sequences a bucket holds sequences of at most two neighbouring lists (so that it appends
+    # the partners of those alone, not of every list of the batch); each list is in length order. Up to it the
+    # one length order across lists is kept.
+    lengths = [int(n) for n in torch.randint(5, 120, (300,), generator=torch.Generator().manual_seed(1))]
+    sizes = [100, 100, 100]
+    assert sum(sizes) > LIST_ORDER_MIN
+    batch = pack(*sequences(lengths), sizes, token_budget=2048)
+    lists = batch.seq_list.tolist()
+    assert lists == sorted(lists)
+    for number in range(3):
+        in_list = [lengths[i] for i, owner in zip(batch.order.tolist(), lists) if owner == number]
+        assert in_list == sorted(in_list, reverse=True)
+    for bucket in batch.buckets:
+        touched = set(batch.seq_list[bucket.seqs].tolist())
+        assert len(touched) <= 2 and len(bucket.keys) == 100 * len(touched)
+    small = pack(*sequences(lengths[:120]), [40, 40, 40])
+    assert [lengths[i] for i in small.order.tolist()] == sorted(lengths[:120], reverse=True)
