@@ -102,16 +102,14 @@ def quantize_int8(model: CrossEncoder, smoothing: float = SMOOTHING) -> CrossEnc
     for layer in model.backbone.encoder.layer:
         layer.attention.self.fuse()
     encoder = model.backbone.encoder
-    if smoothing:
-        ranges = activation_ranges(model, *calibration_lists(model))
-    else:  # nothing to calibrate
-        ranges = {name: None for name, module in encoder.named_modules() if isinstance(module, nn.Linear)}
-    for name, ranged in ranges.items():
+    names = [name for name, module in encoder.named_modules() if isinstance(module, nn.Linear)]
+    ranges = activation_ranges(model, *calibration_lists(model)) if smoothing else {}  # 0: nothing to calibrate
+    for name in names:
         linear = encoder.get_submodule(name)
         factors = None
-        if ranged is not None:
+        if smoothing:
             weight_range = linear.weight.detach().abs().amax(0).clamp_min(1e-5)
-            factors = (ranged.clamp_min(1e-5) ** smoothing / weight_range ** (1 - smoothing)).clamp_min(1e-5)
+            factors = (ranges[name].clamp_min(1e-5) ** smoothing / weight_range ** (1 - smoothing)).clamp_min(1e-5)
         parent, _, child = name.rpartition(".")
         setattr(encoder.get_submodule(parent), child, Int8Linear(linear, factors))
     return model
