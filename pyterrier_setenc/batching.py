@@ -63,10 +63,11 @@ def _move(tensor: torch.Tensor | None, device: torch.device) -> torch.Tensor | N
 
 @dataclass
 class PackedBatch:
-    """Tokens of ``size`` sequences packed in length order (listwise batches of over ``LIST_ORDER_MIN`` sequences:
-    list by list, each in length order); ``order[j]`` is the batch position of the sequence stored at sorted
-    position ``j``; ``starts`` are the first rows of the sorted sequences, ``row_seq`` the sorted position each row
-    belongs to, and ``seq_list`` the list of each sorted sequence (None: pointwise)."""
+    """Tokens of ``size`` sequences packed in length order (listwise batches of over ``LIST_ORDER_MIN``
+    sequences: list by list, each in length order);
+    ``order[j]`` is the batch position of the sequence
+    stored at sorted position ``j``; ``starts`` are the first rows of the sorted sequences, ``row_seq`` the sorted
+    position each row belongs to, and ``seq_list`` the list of each sorted sequence (None: pointwise)."""
 
     input_ids: torch.Tensor
     token_type_ids: torch.Tensor
@@ -118,16 +119,13 @@ def pack(input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[i
     """
     total = len(input_ids)
     lengths = [len(ids) for ids in input_ids]
-    list_of = None  # the list of each sequence, in input order
-    if list_sizes is not None:
-        if sum(list_sizes) != total:
-            raise ValueError(f"list sizes add up to {sum(list_sizes)}, but there are {total} sequences")
-        list_of = torch.repeat_interleave(torch.arange(len(list_sizes)), torch.tensor(list_sizes, dtype=torch.long))
-    if list_of is None or total <= LIST_ORDER_MIN:
+    if list_sizes is not None and sum(list_sizes) != total:
+        raise ValueError(f"list sizes add up to {sum(list_sizes)}, but there are {total} sequences")
+    if list_sizes is None or total <= LIST_ORDER_MIN:
         order = sorted(range(total), key=lambda i: -lengths[i])  # stable: ties keep input order
     else:  # list by list, each by length: a bucket then touches few lists, whose partners alone it appends
-        owners = list_of.tolist()
-        order = sorted(range(total), key=lambda i: (owners[i], -lengths[i]))
+        list_index = [number for number, size in enumerate(list_sizes) for _ in range(size)]
+        order = sorted(range(total), key=lambda i: (list_index[i], -lengths[i]))
     order_tensor = torch.tensor(order, dtype=torch.long)
     sorted_lengths = torch.tensor([lengths[i] for i in order], dtype=torch.long)
     starts = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), sorted_lengths[:-1]]), 0)
@@ -136,7 +134,10 @@ def pack(input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[i
     row_seq = torch.repeat_interleave(torch.arange(total), sorted_lengths)
     positions = torch.arange(len(flat_ids)) - starts[row_seq]
 
-    seq_list = None if list_of is None else list_of[order_tensor]
+    seq_list = None
+    if list_sizes is not None:
+        list_of = torch.repeat_interleave(torch.arange(len(list_sizes)), torch.tensor(list_sizes, dtype=torch.long))
+        seq_list = list_of[order_tensor]
 
     lengths_sorted = sorted_lengths.tolist()
     buckets = []

@@ -102,14 +102,16 @@ def quantize_int8(model: CrossEncoder, smoothing: float = SMOOTHING) -> CrossEnc
     for layer in model.backbone.encoder.layer:
         layer.attention.self.fuse()
     encoder = model.backbone.encoder
-    names = [name for name, module in encoder.named_modules() if isinstance(module, nn.Linear)]
-    ranges = activation_ranges(model, *calibration_lists(model)) if smoothing else {}  # 0: nothing to calibrate
-    for name in names:
+    if smoothing:
+        ranges = activation_ranges(model, *calibration_lists(model))
+    else:  # nothing to calibrate
+        ranges = {name: None for name, module in encoder.named_modules() if isinstance(module, nn.Linear)}
+    for name, ranged in ranges.items():
         linear = encoder.get_submodule(name)
         factors = None
-        if smoothing:
+        if ranged is not None:
             weight_range = linear.weight.detach().abs().amax(0).clamp_min(1e-5)
-            factors = (ranges[name].clamp_min(1e-5) ** smoothing / weight_range ** (1 - smoothing)).clamp_min(1e-5)
+            factors = (ranged.clamp_min(1e-5) ** smoothing / weight_range ** (1 - smoothing)).clamp_min(1e-5)
         parent, _, child = name.rpartition(".")
         setattr(encoder.get_submodule(parent), child, Int8Linear(linear, factors))
     return model
