@@ -29,6 +29,7 @@ from benchmarks.flops import model_flops
 from benchmarks.worker import POINTWISE
 
 RERANK = Path("trec-dl-2019") / "bm25-top100.rerank.jsonl.gz"
+MORE_PASSAGES = Path("trec-dl-2020") / "bm25-top100.rerank.jsonl.gz"  # lists longer than DL19's distinct passages
 REPO = Path(__file__).resolve().parent.parent
 PEER_TOLERANCE = 1e-4  # largest score difference between MonoReRanker and sentence-transformers taken as equal
 
@@ -181,38 +182,51 @@ def compare_numerics(bench: Bench, kinds: list[str], model: Path) -> None:
                 ["numerics", "s/query", "speed-up vs float32", "max |score diff|", "mean Kendall tau"], rows)
 
 
-def scaling(bench: Bench, sizes: list[int], full_length: bool) -> None:
+def passage_pool(bench: Bench, data_dir: Path, size: int) -> list[str]:
+    """At least ``size`` distinct passages (by docno): the first DL19 query's candidates, then the other DL19
+    queries', then, where those are too few, DL20's."""
+    texts = dict(bench.texts)
+    docnos = dict.fromkeys(d for q in [bench.qids[0], *bench.ranked] for d in bench.ranked[q])
+    if size > len(docnos) and (data_dir / MORE_PASSAGES).exists():
+        from pyterrier_setenc.io import candidate_lists, read_rerank
+
+        _, ranked, more = candidate_lists(read_rerank(data_dir / MORE_PASSAGES))
+        docnos.update(dict.fromkeys(d for docs in ranked.values() for d in docs))
+        texts = {**more, **texts}
+    if size > len(docnos):
+        raise ValueError(f"only {len(docnos)} distinct passages in the DL19 and DL20 lists, {size} asked for")
+    return [texts[d] for d in docnos]
+
+
+def scaling(bench: Bench, data_dir: Path, model: Path, sizes: list[int], full_length: bool) -> None:
     """One list of n passages (the first query's candidates, then other queries' ones), each system in a process of
     its own: seconds and peak memory."""
-    docnos = list(dict.fromkeys(d for q in [bench.qids[0], *bench.ranked] for d in bench.ranked[q]))
-    pool = [bench.texts[d] for d in docnos]
+    pool = passage_pool(bench, data_dir, max([*sizes, 4000 if full_length else 0]))
     sets = [(str(n), pool[:n]) for n in sizes]
     if full_length:  # four passages joined, so that each is cut at the passage length (256 tokens)
         sets.append(("1000 x 256 tokens", [" ".join(pool[i:i + 4]) for i in range(0, 4000, 4)]))
-    if max(len(docs) for _, docs in sets) > len(pool):
-        raise ValueError(f"only {len(pool)} distinct passages in the lists")
     query = bench.query_texts[0]
     rows = []
     for label, docs in sets:
         row = [label]
         for system, command in (("set-encoder", bench.ours("set-encoder")), ("mono", bench.ours("mono")),
                                 ("lightning-ir", bench.reference())):
-            if command is None or (system == "lightning-ir" and len(docs) > 100) or \
+            if command is None or (system == "lightning-ir" and (len(docs) > 100 or model != bench.checkpoint)) or \
                     (system == "mono" and label.endswith("tokens")):
                 row += ["", ""]
                 continue
             print(f"timing {system} on one list of {label} passages ...", file=sys.stderr, flush=True)
-            report = run_worker(command, bench.checkpoint, [query], [docs], bench.workdir)
+            report = run_worker(command, model, [query], [docs], bench.workdir)
             seconds = report["runs"][system]["seconds"][0]
             bench.results.setdefault("scaling", []).append({
-                "list": label, "system": system, "tokens": sum(bench.lengths(bench.checkpoint, query, docs)),
+                "model": str(model), "list": label, "system": system, "tokens": sum(bench.lengths(model, query, docs)),
                 "seconds": seconds, "peak_rss_gib": report["peak_rss_gib"],
                 "rss_loaded_gib": report["rss_loaded_gib"]})
             row += [f"{seconds:.2f}",
                     f"{report['peak_rss_gib']:.2f} (+{report['peak_rss_gib'] - report['rss_loaded_gib']:.2f})"]
         rows.append(row)
-    print_table("One list of n passages (DL19 passages; query of the first topic): seconds, peak RSS GiB while "
-                "scoring (+ above the loaded model)",
+    print_table(f"One list of n passages ({model.name}; DL19 passages, then DL20 ones; query of the first topic): "
+                "seconds, peak RSS GiB while scoring (+ above the loaded model)",
                 ["n", "set-encoder s", "set-encoder RSS", "mono s", "mono RSS", "lightning-ir s", "lightning-ir RSS"],
                 rows)
 
@@ -271,7 +285,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="a Set-Encoder checkpoint folder for the numerics section, repeat for several (default: "
                              "the random ELECTRA-base one, for speed, and the shipped trained one, whose scores "
                              "spread like the published models')")
-    parser.add_argument("--scaling", default="10,100,1000", help="list lengths of the scaling section")
+    parser.add_argument("--scaling", default="10,100,1000",
+                        help="list lengths of the scaling section (beyond DL19's 4,297 distinct passages DL20's "
+                             "are added)")
+    parser.add_argument("--scaling-model", type=Path, default=None,
+                        help="a checkpoint folder for the scaling section (default: the random ELECTRA-base one; "
+                             "lightning-ir runs only on that)")
     parser.add_argument("--full-length", action="store_true",
                         help="scaling also on one set of 1,000 passages cut at 256 tokens each (about 10 minutes)")
     parser.add_argument("--peer-model", type=Path, default=None,
@@ -293,7 +312,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     queries, ranked, texts = candidate_lists(read_rerank(args.data_dir / RERANK))
-    random_needed = bool(sections & {"systems", "scaling"}) or ("numerics" in sections and not args.numerics_model)
+    random_needed = ("systems" in sections or ("scaling" in sections and not args.scaling_model)
+                     or ("numerics" in sections and not args.numerics_model))
     checkpoint = electra_base_set_encoder(args.workdir) if random_needed else None
     bench = Bench(checkpoint, args.workdir, args.threads, args.reference_python, queries, ranked, texts,
                   list(queries)[:args.queries])
@@ -305,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
         for model in args.numerics_model or [checkpoint, embedded.SET_ENCODER]:
             compare_numerics(bench, args.numerics.split(","), model)
     if "scaling" in sections:
-        scaling(bench, [int(n) for n in args.scaling.split(",") if n], args.full_length)
+        scaling(bench, args.data_dir, args.scaling_model or checkpoint, [int(n) for n in args.scaling.split(",") if n],
+                args.full_length)
     if "peer" in sections:
         peer_equal = compare_peer(bench, args.peer_model or minilm_cross_encoder(args.workdir), args.peer_batch_size,
                                   args.peer_max_length, args.peer_repeats)

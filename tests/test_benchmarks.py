@@ -98,3 +98,45 @@ def test_numerics_section_reports_each_model(tmp_path, capsys):
         tau = kendalltau(exact["scores"][0], quantized["scores"][0])[0]
         table = printed[printed.index(f"({model.name}, Set-Encoder"):]
         assert f"| int8 | {quantized['s_per_query']:.2f} |" in table and f"| {tau:.4f} |" in table.split("\n\n")[1]
+
+
+def test_scaling_section_beyond_dl19_takes_dl20_passages(tmp_path, capsys):
+    """The scaling section on a tiny checkpoint (--scaling-model) with a list longer than the DL19 slice's 1,000
+    distinct passages: the pool goes on with DL20's passages (here three written by the test, one a repeat of a
+    DL19 docno, which is not taken twice), and a list that exceeds both is refused by name. No timing is
+    checked."""
+    import gzip
+
+    import pytest
+
+    from benchmarks.inference import MORE_PASSAGES, Bench, passage_pool
+
+    data = tmp_path / "data"
+    (data / RERANK.parent).mkdir(parents=True)
+    (data / RERANK).write_bytes((SLICE / RERANK).read_bytes())
+    queries, ranked, texts = candidate_lists(read_rerank(SLICE / RERANK))
+    repeated = next(iter(texts))
+    extra = [("d20-a", "first extra passage"), (repeated, texts[repeated]), ("d20-b", "second extra passage")]
+    (data / MORE_PASSAGES.parent).mkdir(parents=True)
+    with gzip.open(data / MORE_PASSAGES, "wt", encoding="utf-8") as file:
+        for rank, (docno, text) in enumerate(extra, 1):
+            file.write(json.dumps({"qid": "q20", "query": "an extra query", "docno": docno, "text": text,
+                                   "rank": rank, "score": -rank}) + "\n")
+    size = len(texts) + 2
+    bench = Bench(None, tmp_path, 1, None, queries, ranked, texts, list(queries)[:1])
+    pool = passage_pool(bench, data, size)
+    assert len(pool) == size == len(set(pool))
+    assert pool[-2:] == ["first extra passage", "second extra passage"]
+    assert pool[:len(ranked[bench.qids[0]])] == [texts[d] for d in ranked[bench.qids[0]]]
+    with pytest.raises(ValueError, match=f"only {size} distinct passages"):
+        passage_pool(bench, data, size + 1)
+
+    main(["--data-dir", str(data), "--workdir", str(tmp_path), "--queries", "1", "--threads", "1", "--sections",
+          "scaling", "--scaling", f"3,{size}", "--scaling-model", str(FIXTURES / "setenc-int"),
+          "--out", str(tmp_path / "figures.json")])
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["checkpoint"] is None  # the random ELECTRA-base model was not needed
+    assert [(row["list"], row["system"]) for row in figures["scaling"]] == \
+        [("3", "set-encoder"), ("3", "mono"), (str(size), "set-encoder"), (str(size), "mono")]
+    assert all(row["model"] == str(FIXTURES / "setenc-int") for row in figures["scaling"])
+    assert f"| {size} |" in capsys.readouterr().out
