@@ -173,7 +173,23 @@ class Backbone(nn.Module):
         self.hidden_size = config["hidden_size"]
 
     def embed(self, batch: PackedBatch) -> torch.Tensor:
-        hidden = self.embeddings(batch.input_ids, batch.token_type_ids, batch.position_ids)
+        """Embeddings of all packed tokens (T, H). Without autograd they are computed bucket by bucket into one
+        tensor, so that a long list never holds more than one copy of the hidden states (all at once, the three
+        embedding lookups and their sums would be four)."""
+        if torch.is_grad_enabled() or len(batch.buckets) < 2:
+            return self._embed(batch.input_ids, batch.token_type_ids, batch.position_ids)
+        hidden = None
+        for bucket in batch.buckets:
+            rows = bucket.rows
+            part = self._embed(batch.input_ids[rows], batch.token_type_ids[rows], batch.position_ids[rows])
+            if hidden is None:
+                hidden = part.new_empty(len(batch.input_ids), part.shape[-1])
+            hidden[rows] = part
+        return hidden
+
+    def _embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+               position_ids: torch.Tensor) -> torch.Tensor:
+        hidden = self.embeddings(input_ids, token_type_ids, position_ids)
         if hasattr(self, "embeddings_project"):
             hidden = self.embeddings_project(hidden)
         return hidden
