@@ -178,13 +178,11 @@ class Backbone(nn.Module):
         embedding lookups and their sums would be four)."""
         if torch.is_grad_enabled() or len(batch.buckets) < 2:
             return self._embed(batch.input_ids, batch.token_type_ids, batch.position_ids)
-        hidden = None
+        hidden = torch.empty(len(batch.input_ids), self.hidden_size, device=batch.input_ids.device,
+                             dtype=self.embeddings.word_embeddings.weight.dtype)
         for bucket in batch.buckets:
             rows = bucket.rows
-            part = self._embed(batch.input_ids[rows], batch.token_type_ids[rows], batch.position_ids[rows])
-            if hidden is None:
-                hidden = part.new_empty(len(batch.input_ids), part.shape[-1])
-            hidden[rows] = part
+            hidden[rows] = self._embed(batch.input_ids[rows], batch.token_type_ids[rows], batch.position_ids[rows])
         return hidden
 
     def _embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
