@@ -185,7 +185,7 @@ def compare_numerics(bench: Bench, kinds: list[str], model: Path) -> None:
 def passage_pool(bench: Bench, data_dir: Path, size: int) -> list[str]:
     """At least ``size`` distinct passages (by docno): the first DL19 query's candidates, then the other DL19
     queries', then, where those are too few, DL20's."""
-    texts = dict(bench.texts)
+    texts = bench.texts
     docnos = dict.fromkeys(d for q in [bench.qids[0], *bench.ranked] for d in bench.ranked[q])
     if size > len(docnos) and (data_dir / MORE_PASSAGES).exists():
         from pyterrier_setenc.io import candidate_lists, read_rerank
@@ -199,7 +199,7 @@ def passage_pool(bench: Bench, data_dir: Path, size: int) -> list[str]:
 
 
 def scaling(bench: Bench, data_dir: Path, model: Path, sizes: list[int], full_length: bool) -> None:
-    """One list of n passages (the first query's candidates, then other queries' ones), each system in a process of
+    """One list of n passages of ``model`` (the first ``n`` of :func:`passage_pool`), each system in a process of
     its own: seconds and peak memory."""
     pool = passage_pool(bench, data_dir, max([*sizes, 4000 if full_length else 0]))
     sets = [(str(n), pool[:n]) for n in sizes]
