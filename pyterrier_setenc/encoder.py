@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .allocator import keep_freed_memory
 from .attention import Partners, bucket_attention
 from .batching import Bucket, PackedBatch
 
@@ -194,7 +195,10 @@ class Backbone(nn.Module):
 
     def forward(self, batch: PackedBatch, gradient_checkpointing: bool = False) -> torch.Tensor:
         """Last hidden states of all packed tokens (T, H). With ``gradient_checkpointing`` (and autograd on) each
-        layer's activations are recomputed in the backward pass instead of kept, so long lists fit in memory."""
+        layer's activations are recomputed in the backward pass instead of kept, so long lists fit in memory. On the
+        CPU, freed buffers are kept for reuse (:func:`~pyterrier_setenc.allocator.keep_freed_memory`)."""
+        if batch.input_ids.device.type == "cpu":
+            keep_freed_memory()
         hidden = self.embed(batch)
         position = self.interaction_position if batch.listwise else None
         for layer in self.encoder.layer:
