@@ -58,14 +58,23 @@ def _fused_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_
         mask = group.mask
         if keyed is not None:
             layout[:, group.width:, hidden:] = keyed
-            seqs = torch.arange(group.seqs.start, group.seqs.stop, device=qkv.device)
-            own = torch.ones_like(query[..., 0], dtype=torch.bool) if mask is None else mask
-            mask = torch.cat([own, ~_blocked(bucket.keys, seqs, batch.seq_list)], dim=1)
+            mask = _appended_mask(group, bucket, batch)
         context = F.scaled_dot_product_attention(_heads(query, num_heads), _heads(key, num_heads),
                                                  _heads(value, num_heads),
                                                  attn_mask=None if mask is None else mask[:, None, None, :])
         contexts.append(_rows(context.transpose(1, 2).flatten(2), group))
     return contexts[0] if len(contexts) == 1 else torch.cat(contexts)
+
+
+def _appended_mask(group: Group, bucket: Bucket, batch: PackedBatch) -> torch.Tensor:
+    """(count, width + len(bucket.keys)): the group's real tokens and, after them, the partner keys each of its
+    sequences sees. Every layer sees the same, so it is built once and kept on the group."""
+    if group.appended_mask is None:
+        seqs = torch.arange(group.seqs.start, group.seqs.stop, device=bucket.keys.device)
+        own = group.mask if group.mask is not None else torch.ones(group.count, group.width, dtype=torch.bool,
+                                                                   device=bucket.keys.device)
+        group.appended_mask = torch.cat([own, ~_blocked(bucket.keys, seqs, batch.seq_list)], dim=1)
+    return group.appended_mask
 
 
 def _merged_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_heads: int,

@@ -22,7 +22,8 @@ LIST_ORDER_MIN = 128
 class Group:
     """Sequences ``seqs`` of nearly equal length, packed rows ``rows`` (relative to their bucket), whose own-token
     attention runs on a (count, width) layout. ``mask`` marks the real tokens in that layout, ``index`` are their
-    positions and ``fill`` the padding slots; all three are None when every sequence has length ``width``."""
+    positions and ``fill`` the padding slots; all three are None when every sequence has length ``width``.
+    ``appended_mask`` is kept by :mod:`.attention` once built, since every layer sees the same keys."""
 
     seqs: slice
     rows: slice
@@ -30,6 +31,7 @@ class Group:
     mask: torch.Tensor | None = None
     index: torch.Tensor | None = None
     fill: torch.Tensor | None = None
+    appended_mask: torch.Tensor | None = None
 
     @property
     def count(self) -> int:

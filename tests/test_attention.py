@@ -120,3 +120,17 @@ def test_flash_kernel_and_products_agree():
     for got in (flash, products):
         for part, expected in zip(got, truth):
             assert (part.detach().double() - expected).abs().max() <= 1e-5
+
+
+def test_appended_masks_are_built_once_per_batch(model, long_list, monkeypatch):
+    """Every layer sees the same partner keys: each group's mask is built in the first layer only."""
+    query, texts = long_list
+    batch = model.encode([query] * 100, texts[:100], [100])
+    groups = sum(len(bucket.groups) for bucket in batch.buckets)
+    built = []
+    blocked = attention._blocked
+    monkeypatch.setattr(attention, "_blocked", lambda *args: built.append(1) or blocked(*args))
+    with torch.inference_mode():
+        model(batch)
+    assert len(model.backbone.encoder.layer) > 1
+    assert len(built) == groups
