@@ -3,13 +3,14 @@
 Every layer of the encoder allocates buffers of several MiB (projections, attention layouts, feed-forward states) and
 frees them again. glibc serves blocks above its mmap threshold (at most 32 MiB by default) with fresh memory maps and
 returns freed memory at the heap's top beyond its trim threshold to the system, so the next layer's buffers are fresh
-pages that the kernel zero-fills on first touch: about 1.7 million page faults per DL19 list of 100 passages for a
-Set-Encoder of ELECTRA-base size. :func:`keep_freed_memory` raises both thresholds once per process, so freed blocks
-stay in the heap and are reused. :class:`~pyterrier_setenc.encoder.Backbone` calls it before its first pass on the CPU.
+pages that the kernel zero-fills on first touch: about 150,000 page faults per DL19 list of 100 passages for a
+Set-Encoder of ELECTRA-base size, against about 10,000 with freed memory kept. :func:`keep_freed_memory` raises
+both thresholds once per process, so freed blocks stay in the heap and are reused.
+:class:`~pyterrier_setenc.encoder.Backbone` calls it before its first pass on the CPU.
 
 The process's own settings win: with ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or a ``glibc.malloc``
-tunable in ``GLIBC_TUNABLES`` set (e.g. ``MALLOC_TRIM_THRESHOLD_=131072`` to keep glibc's default behaviour), and on
-other C libraries, nothing changes.
+tunable in ``GLIBC_TUNABLES`` set (e.g. ``MALLOC_TRIM_THRESHOLD_=131072``, glibc's initial trim threshold, to
+return freed memory as soon as before), and on other C libraries, nothing changes.
 
 >>> keep_freed_memory()  # doctest: +SKIP
 True

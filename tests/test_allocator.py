@@ -14,7 +14,6 @@ from pyterrier_setenc import CrossEncoder
 from conftest import FIXTURES, REPO
 
 
-
 def glibc() -> bool:
     try:
         return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
@@ -61,7 +60,7 @@ def test_a_freed_block_is_reused_without_page_faults():
     assert default_faults >= ROUNDS * BLOCK_PAGES * 0.9
 
 
-def test_the_processs_own_malloc_settings_win():
+def test_a_process_with_its_own_malloc_settings_keeps_them():
     kept, faults = faults_of_reallocation("keep", MALLOC_MMAP_THRESHOLD_=str(128 << 10))
     assert kept == "False"
     assert faults >= ROUNDS * BLOCK_PAGES * 0.9
