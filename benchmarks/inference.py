@@ -27,11 +27,11 @@ from pathlib import Path
 from benchmarks.checkpoint import electra_base_set_encoder, minilm_cross_encoder
 from benchmarks.flops import model_flops
 from benchmarks.worker import POINTWISE
+from pyterrier_setenc.tolerance import score_tolerance
 
 RERANK = Path("trec-dl-2019") / "bm25-top100.rerank.jsonl.gz"
 MORE_PASSAGES = Path("trec-dl-2020") / "bm25-top100.rerank.jsonl.gz"  # lists longer than DL19's distinct passages
 REPO = Path(__file__).resolve().parent.parent
-PEER_TOLERANCE = 1e-4  # largest score difference between MonoReRanker and sentence-transformers taken as equal
 
 
 def run_worker(command: list[str], checkpoint: Path, queries: list[str], lists: list[list[str]],
@@ -237,7 +237,8 @@ PEER_OURS, PEER = "MonoReRanker (ours)", "sentence-transformers CrossEncoder"
 def compare_peer(bench: Bench, model: Path, batch_size: int, max_length: int, repeats: int) -> bool:
     """This package's MonoReRanker and sentence-transformers' ``CrossEncoder.predict`` on the same Hugging Face
     cross-encoder checkpoint and lists, interleaved in one process, best of ``repeats`` passes: speed, FLOP rate and
-    the largest score difference. True when the scores are equal (within :data:`PEER_TOLERANCE`)."""
+    the largest score difference. True when the scores are equal within float32 rounding
+    (:func:`pyterrier_setenc.tolerance.score_tolerance`)."""
     options = ["--repeats", str(repeats), "--batch-size", str(batch_size), "--max-length", str(max_length)]
     figures = bench.timed([*bench.ours("mono-reranker,st-cross-encoder"), *options],
                           {"mono-reranker": PEER_OURS, "st-cross-encoder": PEER}, model, max_length)
@@ -255,16 +256,18 @@ def compare_peer(bench: Bench, model: Path, batch_size: int, max_length: int, re
     ratio = figures[PEER_OURS]["passages_per_s"] / figures[PEER]["passages_per_s"]
     cpu_ratio = min(figures[PEER]["pass_cpu_seconds"]) / min(figures[PEER_OURS]["pass_cpu_seconds"])
     difference = max_difference(figures[PEER_OURS]["scores"], figures[PEER]["scores"])
-    equal = difference <= PEER_TOLERANCE
+    scores = [score for run in (PEER_OURS, PEER) for scores in figures[run]["scores"] for score in scores]
+    tolerance = score_tolerance(scores, bench.model_facts(model, max_length)[1]["num_hidden_layers"])
+    equal = difference <= tolerance
     spread = statistics.fmean(statistics.pstdev(scores) for scores in figures[PEER]["scores"])
     bench.results["peer"] = {"checkpoint": str(model), "batch_size": batch_size, "max_length": max_length,
                              "repeats": repeats, "ratio": ratio, "cpu_ratio": cpu_ratio,
-                             "max_score_difference": difference,
+                             "max_score_difference": difference, "tolerance": tolerance,
                              "scores_equal": equal}
     print(f"\npassages/s, MonoReRanker / sentence-transformers CrossEncoder: {ratio:.2f} (by the fewest CPU "
           f"seconds of a pass: {cpu_ratio:.2f})")
-    print(f"max |score diff|: {difference:.1e} ({'equal' if equal else 'NOT EQUAL'} within {PEER_TOLERANCE:g}; the "
-          f"scores of a list have a standard deviation of {spread:.3g} on average)")
+    print(f"max |score diff|: {difference:.1e} ({'equal' if equal else 'NOT EQUAL'} within float32's "
+          f"{tolerance:.1e}; the scores of a list have a standard deviation of {spread:.3g} on average)")
     return equal
 
 
@@ -336,7 +339,8 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write(args.out, lambda file: json.dump(bench.results, file, indent=1))
     if not peer_equal:
         sys.exit(f"the peers' scores differ by {bench.results['peer']['max_score_difference']:.3g} "
-                 f"(more than {PEER_TOLERANCE:g}): the timings do not compare the same function")
+                 f"(more than float32's {bench.results['peer']['tolerance']:.3g}): the timings do not compare the "
+                 "same function")
 
 
 if __name__ == "__main__":

@@ -165,3 +165,32 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The score comparisons closest to their float32 tolerance (``tests/agreement.py``) and the deliberate errors
+    least beyond it, with the CPU capability and kernel limits they ran under; with ``SETENC_AGREEMENT_OUT=FILE``
+    all comparisons are appended to FILE as JSON lines."""
+    from agreement import RECORDS, write_records
+
+    if not RECORDS:
+        return
+    import torch
+
+    if os.environ.get("SETENC_AGREEMENT_OUT"):
+        write_records(os.environ["SETENC_AGREEMENT_OUT"])
+    limits = ", ".join(f"{name}={os.environ[name]}" for name in ("ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA",
+                                                                 "MKL_ENABLE_INSTRUCTIONS") if name in os.environ)
+    write = terminalreporter.write_line
+    terminalreporter.section(f"score agreement, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+                             + (f" ({limits})" if limits else ""))
+    clean = sorted((r for r in RECORDS if r["error"] is None), key=lambda r: -r["ulps_per_layer"])
+    write(f"{len(clean)} comparisons within the tolerance; the closest (ulps per layer, difference, test):")
+    for record in clean[:5]:
+        write(f"  {record['ulps_per_layer']:8.2f}  {record['difference']:.3g}  {record['test']} {record['what']}")
+    errors = sorted({r["error"] for r in RECORDS if r["error"] is not None})
+    if errors:
+        write("deliberate errors caught; the smallest of each (ulps per layer, difference, test):")
+    for error in errors:
+        record = min((r for r in RECORDS if r["error"] == error), key=lambda r: r["ulps_per_layer"])
+        write(f"  {record['ulps_per_layer']:8.1f}  {record['difference']:.3g}  {error}: {record['test']}")

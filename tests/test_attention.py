@@ -1,6 +1,7 @@
 """The two ways of attending to the partners (appended to each sequence's keys for lists up to
 ``APPENDED_PARTNERS_MAX`` passages, merged by log-sum-exps beyond) compute the same function. The truth they are
-compared with is the same model evaluated in float64, where rounding is negligible."""
+compared with is the same model evaluated in float64, where rounding is negligible. Agreement is float32's
+(``tests/agreement.py``), and the comparisons fail under the deliberate errors."""
 
 import pytest
 import torch
@@ -8,13 +9,10 @@ import torch
 import pyterrier_setenc.attention as attention
 from pyterrier_setenc import CrossEncoder
 
+from agreement import ERRORS, PARTNER_MISSING, check_scores, depth, deliberate
 from conftest import FIXTURES
 
-TOLERANCE = 1e-5
-# The fixture's scores are around 6 and its attention logits large, so float32 keeps only about six digits of a
-# score after 300 passages of attention: the merged way stays within 3e-5 of float64 (1.6e-5 seen), the appended
-# way, summing 300 more exponentials per softmax in the fused kernel, within 1e-4 (1.0e-4 seen).
-LONG_LIST_TOLERANCE = 3e-5
+pytestmark = pytest.mark.numerics
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +28,12 @@ def long_list(dl19):
 
 
 def scores(model: CrossEncoder, query: str, lists: list[list[str]], appended_max: int, monkeypatch,
-           dtype=torch.float32) -> list[torch.Tensor]:
+           dtype=torch.float32, error: str | None = None) -> list[torch.Tensor]:
     monkeypatch.setattr(attention, "APPENDED_PARTNERS_MAX", appended_max)
     model.to(dtype)
     try:
-        return [s.double() for s in model.score_lists([query] * len(lists), lists)]
+        with deliberate(error):
+            return [s.double() for s in model.score_lists([query] * len(lists), lists)]
     finally:
         model.to(torch.float32)
 
@@ -44,40 +43,65 @@ def test_merged_way_matches_float64_better_than_appended(model, long_list, monke
     [truth] = scores(model, query, [texts], 10_000, monkeypatch, torch.float64)
     [merged] = scores(model, query, [texts], 0, monkeypatch)
     [appended] = scores(model, query, [texts], 10_000, monkeypatch)
-    assert (merged - truth).abs().max() <= LONG_LIST_TOLERANCE
+    check_scores(merged, truth, depth(model), what="merged against float64")
     assert (merged - truth).abs().max() <= (appended - truth).abs().max()
+
+
+def ways_agree_on_a_list_of_100(model, long_list, monkeypatch, error: str | None = None) -> None:
+    query, texts = long_list
+    [merged] = scores(model, query, [texts[:100]], 0, monkeypatch)
+    [appended] = scores(model, query, [texts[:100]], 10_000, monkeypatch, error=error)
+    check_scores(appended, merged, depth(model), error, "appended against merged")
 
 
 def test_ways_agree_on_a_list_of_100(model, long_list, monkeypatch):
     """At 100 passages (appended by default) the merged way gives the same scores."""
+    ways_agree_on_a_list_of_100(model, long_list, monkeypatch)
+
+
+@pytest.mark.parametrize("error", ERRORS)
+def test_the_ways_comparison_catches_a_deliberate_error(model, long_list, monkeypatch, error):
+    ways_agree_on_a_list_of_100(model, long_list, monkeypatch, error)
+
+
+def merged_lists_sharing_a_pass(model, long_list, monkeypatch, error: str | None = None) -> None:
     query, texts = long_list
-    [merged] = scores(model, query, [texts[:100]], 0, monkeypatch)
-    [appended] = scores(model, query, [texts[:100]], 10_000, monkeypatch)
-    assert (merged - appended).abs().max() <= LONG_LIST_TOLERANCE
+    batch = model.encode([query] * 300, texts, [180, 120])
+    assert max(bucket.list_count for bucket in batch.buckets) == 2
+    together = scores(model, query, [texts[:180], texts[180:]], 0, monkeypatch, error=error)
+    alone = [scores(model, query, [part], 0, monkeypatch)[0] for part in (texts[:180], texts[180:])]
+    check_scores(torch.cat(together), torch.cat(alone), depth(model), error, "merged, together against alone")
 
 
 def test_merged_lists_sharing_a_pass(model, long_list, monkeypatch):
     """Two lists of 180 and 120 passages in one pass (one bucket touches both) equal the lists scored alone."""
+    merged_lists_sharing_a_pass(model, long_list, monkeypatch)
+
+
+@pytest.mark.parametrize("error", sorted(set(ERRORS) - {PARTNER_MISSING}))  # the merged way has no partner mask
+def test_merged_sharing_catches_a_deliberate_error(model, long_list, monkeypatch, error):
+    merged_lists_sharing_a_pass(model, long_list, monkeypatch, error)
+
+
+def appended_lists_sharing_a_pass(model, long_list, monkeypatch, error: str | None = None) -> None:
     query, texts = long_list
-    batch = model.encode([query] * 300, texts, [180, 120])
+    parts = [texts[:100], texts[100:220], texts[220:]]
+    batch = model.encode([query] * 300, texts, [len(part) for part in parts])
     assert max(bucket.list_count for bucket in batch.buckets) == 2
-    together = scores(model, query, [texts[:180], texts[180:]], 0, monkeypatch)
-    alone = [scores(model, query, [part], 0, monkeypatch)[0] for part in (texts[:180], texts[180:])]
-    for a, b in zip(together, alone):
-        assert (a - b).abs().max() <= TOLERANCE
+    together = scores(model, query, parts, 10_000, monkeypatch, error=error)
+    alone = [scores(model, query, [part], 10_000, monkeypatch)[0] for part in parts]
+    check_scores(torch.cat(together), torch.cat(alone), depth(model), error, "appended, together against alone")
 
 
 def test_appended_lists_sharing_a_pass(model, long_list, monkeypatch):
     """Lists of 100, 120 and 80 passages in one pass (ordered list by list, a bucket at a boundary touches two)
     equal the lists scored alone."""
-    query, texts = long_list
-    parts = [texts[:100], texts[100:220], texts[220:]]
-    batch = model.encode([query] * 300, texts, [len(part) for part in parts])
-    assert max(bucket.list_count for bucket in batch.buckets) == 2
-    together = scores(model, query, parts, 10_000, monkeypatch)
-    alone = [scores(model, query, [part], 10_000, monkeypatch)[0] for part in parts]
-    for a, b in zip(together, alone):
-        assert (a - b).abs().max() <= TOLERANCE
+    appended_lists_sharing_a_pass(model, long_list, monkeypatch)
+
+
+@pytest.mark.parametrize("error", ERRORS)
+def test_appended_sharing_catches_a_deliberate_error(model, long_list, monkeypatch, error):
+    appended_lists_sharing_a_pass(model, long_list, monkeypatch, error)
 
 
 def test_merged_gradients_match_appended(model, long_list, monkeypatch):
@@ -101,7 +125,7 @@ def test_a_single_passage_list_beside_a_long_one(model, long_list, monkeypatch):
     query, texts = long_list
     together = scores(model, query, [texts[:200], texts[200:201]], 0, monkeypatch)
     alone = scores(model, query, [texts[200:201]], 10_000, monkeypatch)
-    assert (together[1] - alone[0]).abs().max() <= TOLERANCE
+    check_scores(together[1], alone[0], depth(model), what="one passage beside a long list")
 
 
 def test_flash_kernel_and_products_agree():
@@ -118,8 +142,8 @@ def test_flash_kernel_and_products_agree():
         flash = attention.attention_with_lse(query, key, value, mask)
     products = attention.attention_with_lse(query.requires_grad_(), key, value, mask)
     for got in (flash, products):
-        for part, expected in zip(got, truth):
-            assert (part.detach().double() - expected).abs().max() <= 1e-5
+        for part, expected, what in zip(got, truth, ("context", "log-sum-exp")):
+            check_scores(part.detach().double(), expected, layers=0, what=what)  # one attention: no layers
 
 
 def test_appended_masks_are_built_once_per_batch(model, long_list, monkeypatch):

@@ -1,14 +1,17 @@
 """The shipped checkpoints (``pyterrier_setenc.embedded``): they load offline, score as lightning-ir 0.0.6 scores
 them (golden scores made by lightning-ir itself, ``tests/reference/make_embedded_golden.py``), and the shipped
-Set-Encoder's scores do not depend on the order of its list."""
+Set-Encoder's scores do not depend on the order of its list. Agreement is float32's (``tests/agreement.py``), and
+both comparisons fail under each deliberate error."""
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from agreement import ERRORS, POINTWISE_ERRORS, check_scores, depth, deliberate
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker, embedded, load_reranker
+
+pytestmark = pytest.mark.numerics
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "embedded-golden.json").read_text(encoding="utf-8"))
 CLASSES = {"set-encoder": (embedded.SET_ENCODER, SetEncoderReRanker), "mono": (embedded.MONO, MonoReRanker)}
@@ -23,25 +26,46 @@ def test_shipped_folders_are_small_fp16_lightning_ir_checkpoints():
     assert total < 100 * 2**20
 
 
-@pytest.mark.parametrize("name", sorted(CLASSES))
-def test_scores_equal_lightning_ir(dl19, name):
+def compare_with_lightning_ir(dl19, name: str, error: str | None = None) -> None:
     folder, cls = CLASSES[name]
     reranker = load_reranker(folder, verbose=False)
     assert type(reranker) is cls
     golden = GOLDEN["models"][name]
     frame = dl19[dl19["qid"].isin(golden)]
-    out = reranker.transform(frame)
+    with deliberate(error):
+        out = reranker.transform(frame)
     ours = {(r.qid, r.docno): r.score for r in out.itertuples()}
     theirs = {(q, d): s for q, docs in golden.items() for d, s in docs.items()}
     assert set(ours) == set(theirs)
-    assert max(abs(ours[key] - theirs[key]) for key in theirs) <= 1e-5
+    check_scores([ours[key] for key in theirs], list(theirs.values()), depth(reranker), error, name)
 
 
-def test_set_encoder_is_order_invariant(dl19):
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_scores_equal_lightning_ir(dl19, name):
+    compare_with_lightning_ir(dl19, name)
+
+
+@pytest.mark.parametrize("name,error", [(name, error) for name in sorted(CLASSES)
+                                        for error in (ERRORS if name == "set-encoder" else POINTWISE_ERRORS)])
+def test_the_comparison_catches_a_deliberate_error(dl19, name, error):
+    compare_with_lightning_ir(dl19, name, error)
+
+
+def shuffled_scores_agree(dl19, error: str | None = None) -> None:
     reranker = SetEncoderReRanker(embedded.SET_ENCODER, verbose=False)
     frame = dl19[dl19["qid"] == sorted(dl19["qid"].unique())[0]]
     base = reranker.transform(frame).set_index("docno")["score"]
-    for seed in range(3):
+    for seed in range(3 if error is None else 1):
         shuffled = frame.sample(frac=1.0, random_state=seed)
-        again = reranker.transform(shuffled).set_index("docno")["score"]
-        assert np.abs(again[base.index].to_numpy() - base.to_numpy()).max() <= 1e-5
+        with deliberate(error):
+            again = reranker.transform(shuffled).set_index("docno")["score"]
+        check_scores(again[base.index], base, depth(reranker), error, f"shuffle {seed}")
+
+
+def test_set_encoder_is_order_invariant(dl19):
+    shuffled_scores_agree(dl19)
+
+
+@pytest.mark.parametrize("error", ERRORS)
+def test_order_invariance_catches_a_deliberate_error(dl19, error):
+    shuffled_scores_agree(dl19, error)

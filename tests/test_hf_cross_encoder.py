@@ -1,12 +1,16 @@
 """Plain Hugging Face cross-encoders: golden scores come from transformers' AutoModelForSequenceClassification on
-the same (query, passage) pairs of real DL19 lists, tokenized by transformers' own tokenizer."""
+the same (query, passage) pairs of real DL19 lists, tokenized by transformers' own tokenizer. Agreement is float32's
+(``tests/agreement.py``), and the comparison fails under a deliberate error."""
 
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from agreement import MASK_ENTRY, check_scores, depth, deliberate
 from conftest import build_hf_cross_encoder
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker
+
+pytestmark = pytest.mark.numerics
 
 
 def golden_scores(path, queries, docs, num_labels):
@@ -18,24 +22,35 @@ def golden_scores(path, queries, docs, num_labels):
     return logits[:, 0] if num_labels == 1 else torch.log_softmax(logits, -1)[:, 1]
 
 
-@pytest.mark.parametrize("backbone,num_labels", [("bert", 1), ("bert", 2), ("electra", 1), ("electra", 2)])
-def test_scores_match_transformers(tmp_path, dl19, backbone, num_labels):
+def compare_with_transformers(tmp_path, dl19, backbone: str, num_labels: int, error: str | None = None) -> None:
     path = build_hf_cross_encoder(tmp_path / "ce", backbone, num_labels)
     frame = dl19[dl19["qid"].isin(dl19["qid"].unique()[:2])]
     expected = golden_scores(path, frame["query"].tolist(), frame["text"].tolist(), num_labels)
-    result = MonoReRanker(str(path), batch_size=37)(frame)
+    reranker = MonoReRanker(str(path), batch_size=37)
+    with deliberate(error):
+        result = reranker(frame)
     merged = frame[["qid", "docno"]].assign(expected=expected.numpy()).merge(result, on=["qid", "docno"])
     assert len(merged) == len(frame)
-    assert (merged["score"] - merged["expected"]).abs().max() <= 1e-5
+    check_scores(merged["score"], merged["expected"], depth(reranker), error, f"{backbone}, {num_labels} labels")
     assert merged["expected"].std() > 1e-3  # the scores really differ between passages
+
+
+@pytest.mark.parametrize("backbone,num_labels", [("bert", 1), ("bert", 2), ("electra", 1), ("electra", 2)])
+def test_scores_match_transformers(tmp_path, dl19, backbone, num_labels):
+    compare_with_transformers(tmp_path, dl19, backbone, num_labels)
+
+
+@pytest.mark.parametrize("backbone", ["bert", "electra"])
+def test_the_comparison_catches_a_deliberate_error(tmp_path, dl19, backbone):
+    compare_with_transformers(tmp_path, dl19, backbone, 1, MASK_ENTRY)
 
 
 def test_set_encoder_reranker_scores_pointwise_checkpoints_pair_by_pair(tmp_path, dl19):
     path = build_hf_cross_encoder(tmp_path / "ce", "bert", 1)
     frame = dl19[dl19["qid"] == dl19["qid"].iloc[0]]
-    mono = MonoReRanker(str(path))(frame)
+    mono = MonoReRanker(str(path))
     listwise = SetEncoderReRanker(str(path))(frame)
-    assert (mono["score"].to_numpy() - listwise["score"].to_numpy()).__abs__().max() <= 1e-5
+    check_scores(listwise["score"], mono(frame)["score"], depth(mono), what="SetEncoderReRanker against mono")
 
 
 def test_long_pairs_are_cut_like_transformers(tmp_path, dl19):
@@ -47,4 +62,4 @@ def test_long_pairs_are_cut_like_transformers(tmp_path, dl19):
 
     model = CrossEncoder.from_pretrained(path)
     assert len(model.tokenizer([query], [doc]).input_ids[0]) == 512
-    assert abs(model.score_lists([query], [[doc]])[0][0] - expected[0]) <= 1e-5
+    check_scores(model.score_lists([query], [[doc]])[0], expected, depth(model), what="a pair cut to 512 tokens")

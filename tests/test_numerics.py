@@ -10,6 +10,8 @@ from pyterrier_setenc.numerics import WEIGHT_LEVELS, Int8Linear, quantize_int8
 
 from conftest import FIXTURES
 
+pytestmark = pytest.mark.numerics
+
 
 def hand_int8(x: torch.Tensor, linear: torch.nn.Linear,
               smoothing: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

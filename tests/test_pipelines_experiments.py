@@ -12,8 +12,10 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
+from agreement import config_depth
 from conftest import DATA, FIXTURES, REPO, SLICE, build_hf_cross_encoder, requires_data
 from pipelines.data import read_run
+from pyterrier_setenc.tolerance import score_tolerance
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +98,7 @@ def test_permutation(tmp_path, setenc, mono):
     result = main(common(tmp_path, setenc, mono, data=SLICE) + ["--depth", "20", "--seeds", "0", "1"])
     out = tmp_path / "out"
     orderings = ["original", "shuffled-s0", "shuffled-s1", "ideal", "reverse-ideal"]
-    check_runs(out / "runs", 3 * len(orderings))
+    runs = check_runs(out / "runs", 3 * len(orderings))
     table = pd.read_csv(out / "results.csv").set_index("name")
     assert list(table.columns) == orderings and list(table.index) == ["input order", setenc.name, mono.name]
     inputs = table.loc["input order"]
@@ -107,8 +109,11 @@ def test_permutation(tmp_path, setenc, mono):
     # a pointwise cross-encoder scores each pair alone, and the Set-Encoder's inter-passage attention has no
     # positions across passages: neither depends on the order, score changes are rounding only (batches and padding
     # differ between orders)
-    assert (pointwise["max abs score change"] < 1e-4).all() and (pointwise["Kendall tau"] > 0.99).all()
-    assert (invariance[invariance["model"] == setenc.name]["max abs score change"] < 1e-4).all()
+    for model in (setenc, mono):
+        changes = invariance[invariance["model"] == model.name]["max abs score change"]
+        scores = pd.concat([run["score"] for name, run in runs.items() if model.name in name])
+        assert len(scores) and (changes <= score_tolerance(scores, config_depth(model))).all(), model.name
+    assert (pointwise["Kendall tau"] > 0.99).all()
     for name in (setenc.name, mono.name):
         check_png(out / f"rank-change-{name}.png")
         matrix = pd.read_csv(out / f"rank-change-{name}.csv")

@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyterrier as pt
 import pytest
@@ -30,6 +29,7 @@ from tira.io_utils import all_lines_to_pandas
 from tira.third_party_integrations import extract_to_be_executed_notebook_from_command_or_none
 from tira.third_party_integrations import normalize_run as tira_normalize_run
 
+from agreement import check_scores, config_depth, depth
 from conftest import FIXTURES, REPO, SLICE, build_hf_cross_encoder, lock_pins
 from pyterrier_setenc import SetEncoderReRanker
 from pyterrier_setenc.tirex import main, rerank_file
@@ -82,11 +82,12 @@ def in_process_scores(model: Path, rerank_input: Path, batch_size: int = 128) ->
     return scored[["qid", "docno", "score"]]
 
 
-def assert_run_matches(run: pd.DataFrame, expected: pd.DataFrame, tag: str) -> None:
-    """``run`` (tira's parse of run.txt) holds ``expected``'s scores and is ordered as tira normalises them."""
+def assert_run_matches(run: pd.DataFrame, expected: pd.DataFrame, tag: str, model: Path) -> None:
+    """``run`` (tira's parse of run.txt) holds ``expected``'s scores (``model``'s, within float32 rounding) and is
+    ordered as tira normalises them."""
     merged = run.merge(expected, on=["qid", "docno"], suffixes=("", "_expected"), validate="one_to_one")
     assert len(merged) == len(expected) == len(run)
-    np.testing.assert_allclose(merged["score"], merged["score_expected"], rtol=0, atol=1e-5)
+    check_scores(merged["score"], merged["score_expected"], config_depth(model), what=tag)
     golden = tira_normalize_run(run[["qid", "docno", "score"]].copy(), tag)
     assert run["qid"].tolist() == golden["qid"].astype(str).tolist()
     assert run["docno"].tolist() == golden["docno"].tolist()
@@ -108,7 +109,7 @@ def test_sample_from_the_command_line(tmp_path, hf_model):
     run = read_run(tmp_path / "out", ONE_QUERY)
     assert sorted(run["docno"]) == sorted(str(line["docno"]) for line in sample_lines())
     assert run["rank"].tolist() == list(range(1, 11))
-    assert_run_matches(run, in_process_scores(hf_model, SAMPLE), "mono-tiny")
+    assert_run_matches(run, in_process_scores(hf_model, SAMPLE), "mono-tiny", hf_model)
 
 
 def entrypoint_command() -> str:
@@ -132,7 +133,7 @@ def test_dockerfile_command_as_tira_runs_it(tmp_path, set_encoder_path, dl19_inp
     run = read_run(output)
     assert run.groupby("qid").size().tolist() == [100, 100, 100]
     assert_run_matches(run, in_process_scores(set_encoder_path, dl19_input / "rerank.jsonl.gz"),
-                       "webis-set-encoder-base")
+                       "webis-set-encoder-base", set_encoder_path)
 
 
 @pytest.mark.parametrize("model_path", MODELS, indirect=True)
@@ -140,7 +141,7 @@ def test_dl19_in_process_matches_the_reranker(tmp_path, model_path, dl19_input):
     assert main(["--input", str(dl19_input), "--output", str(tmp_path), "--model", str(model_path),
                  "--batch-size", "64", "--tag", "t"]) == 0
     expected = in_process_scores(model_path, dl19_input / "rerank.jsonl.gz", batch_size=64)
-    assert_run_matches(read_run(tmp_path), expected, "t")
+    assert_run_matches(read_run(tmp_path), expected, "t", model_path)
 
 
 def test_environment_variables_and_unexpanded_placeholders(tmp_path, monkeypatch, hf_model):
@@ -171,7 +172,7 @@ def test_a_shipped_checkpoint_by_its_python_name(tmp_path, capsys, monkeypatch, 
     assert main(["--input", str(SAMPLE), "--output", str(tmp_path / "out"),
                  "--model", "pyterrier_setenc.embedded.SET_ENCODER"]) == 0
     assert_run_matches(read_run(tmp_path / "out", ONE_QUERY), in_process_scores(embedded.SET_ENCODER, SAMPLE),
-                       "set-encoder-minilm-l6")
+                       "set-encoder-minilm-l6", embedded.SET_ENCODER)
     capsys.readouterr()
     assert main(["--input", str(SAMPLE), "--output", str(tmp_path / "bad"),
                  "--model", "pyterrier_setenc.embedded.LARGE"]) == 1
@@ -184,7 +185,7 @@ def test_a_shipped_checkpoint_by_its_python_name(tmp_path, capsys, monkeypatch, 
     monkeypatch.setenv("SETENC_TAG", "pyterrier_setenc.embedded.SET_ENCODER")
     assert main(["--input", str(SAMPLE), "--output", str(tmp_path / "image")]) == 0
     assert_run_matches(read_run(tmp_path / "image", ONE_QUERY), in_process_scores(embedded.SET_ENCODER, SAMPLE),
-                       "set-encoder-minilm-l6")
+                       "set-encoder-minilm-l6", embedded.SET_ENCODER)
 
 
 def sample_lines() -> list[dict]:
@@ -346,7 +347,7 @@ def test_passages_without_text_are_scored_as_empty_passages(tmp_path):
     texts = [line["text"] or "" for line in lines]
     expected = reranker.module.score_lists([lines[0]["query"]], [texts])[0].double().numpy()
     got = run.set_index("docno").loc[[str(line["docno"]) for line in lines], "score"].astype(float).to_numpy()
-    assert np.abs(got - expected).max() <= 1e-5
+    check_scores(got, expected, depth(reranker), what="empty passages")
 
 
 def test_failures_leave_no_run_and_no_temporary_file(tmp_path, monkeypatch):
@@ -659,7 +660,7 @@ def test_numerics_options_reach_the_reranker(tmp_path, hf_model, option, setting
     assert main(["--input", str(SAMPLE.parent), "--output", str(tmp_path), "--model", str(hf_model), "--tag", "t",
                  *option]) == 0
     run = read_run(tmp_path, ONE_QUERY)
-    assert_run_matches(run, reranker_scores(hf_model, SAMPLE, **settings), "t")
+    assert_run_matches(run, reranker_scores(hf_model, SAMPLE, **settings), "t", hf_model)
     float32 = reranker_scores(hf_model, SAMPLE).set_index("docno")["score"]
     assert (run.set_index("docno")["score"].astype(float) - float32.loc[run["docno"]]).abs().max() > 1e-4
 
@@ -681,7 +682,8 @@ def test_numerics_options_reach_the_ray_actors(tmp_path, monkeypatch, hf_model):
     monkeypatch.setattr(ray_rerank, "RayReRanker", InProcessPool)
     assert main(["--input", str(SAMPLE.parent), "--output", str(tmp_path), "--model", str(hf_model), "--tag", "t",
                  "--int8", "--batch-size", "4", "--ray-workers", "2"]) == 0
-    assert_run_matches(read_run(tmp_path, ONE_QUERY), reranker_scores(hf_model, SAMPLE, int8=True, batch_size=4), "t")
+    assert_run_matches(read_run(tmp_path, ONE_QUERY), reranker_scores(hf_model, SAMPLE, int8=True, batch_size=4), "t",
+                       hf_model)
 
 
 @pytest.mark.parametrize("model, option, phrase", [

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from agreement import check_scores, depth
 from conftest import FIXTURES, copy_tokenizer
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker
 from pyterrier_setenc.atomic import current_umask
@@ -19,6 +20,8 @@ from pyterrier_setenc.checkpoint import load_checkpoint
 from training.check_lightning_ir import lightning_ir_scores
 from training.export import save_checkpoint
 from training.model import build_model, load_model, score
+
+pytestmark = pytest.mark.numerics
 
 QUERIES = ["what is a lobster roll", "how do plants make food"]
 LISTS = [["A lobster roll is a sandwich of lobster meat.", "Lobsters live in the sea.", "Bread is baked."],
@@ -102,8 +105,8 @@ def test_set_encoder_round_trip_scores(backbone, tmp_path):
     result = SetEncoderReRanker(str(folder), batch_size=16)(frame())
     scores = result.set_index("docno")["score"]
     for q, docs in enumerate(LISTS):
-        got = torch.tensor([scores[f"{q}-{d}"] for d in range(len(docs))], dtype=torch.float32)
-        torch.testing.assert_close(got, expected[q], atol=1e-5, rtol=1e-5)
+        got = [scores[f"{q}-{d}"] for d in range(len(docs))]
+        check_scores(got, expected[q], depth(model), what=f"list {q}")
     assert float(expected[1].std()) > 1e-3  # the scores differ between passages: the comparison means something
 
 
@@ -117,8 +120,8 @@ def test_mono_round_trip_scores(tmp_path):
     assert not (folder / "added_tokens.json").exists()
     scores = MonoReRanker(str(folder))(frame()).set_index("docno")["score"]
     for q, docs in enumerate(LISTS):
-        got = torch.tensor([scores[f"{q}-{d}"] for d in range(len(docs))], dtype=torch.float32)
-        torch.testing.assert_close(got, expected[q], atol=1e-5, rtol=1e-5)
+        got = [scores[f"{q}-{d}"] for d in range(len(docs))]
+        check_scores(got, expected[q], depth(model), what=f"list {q}")
 
 
 def test_backbone_weights_are_taken_over(tmp_path):
@@ -188,4 +191,4 @@ def test_lightning_ir_loads_saved_checkpoints(case, tmp_path):
     folder = save_checkpoint(model, tmp_path / "ckpt")
     reference = lightning_ir_scores(os.environ["SETENC_REFERENCE_PYTHON"], folder, queries, lists)
     for ours, theirs in zip(expected, reference):
-        torch.testing.assert_close(ours, torch.tensor(theirs), atol=1e-4, rtol=1e-4)
+        check_scores(ours, theirs, depth(model), what=case)
