@@ -58,8 +58,11 @@ def mean_kendall_tau(a: list[list[float]], b: list[list[float]]) -> float:
     return statistics.fmean(kendalltau(sa, sb)[0] for sa, sb in zip(a, b))
 
 
+MACHINE = ""  # what the figures are measured on (benchmarks.machine.describe), set by main
+
+
 def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    print(f"\n{title}\n")
+    print(f"\n{title}\nMachine: {MACHINE}\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for row in rows:
@@ -283,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sections", default="systems,numerics,scaling,peer",
                         help="which of systems, numerics, scaling, peer to run (comma-separated)")
-    parser.add_argument("--numerics", default="int8", help="comma-separated of int8 and bf16")
+    parser.add_argument("--numerics", default="int8", help="comma-separated of int8, bf16 and fp16")
     parser.add_argument("--numerics-model", type=Path, action="append", default=None,
                         help="a Set-Encoder checkpoint folder for the numerics section, repeat for several (default: "
                              "the random ELECTRA-base one, for speed, and the shipped trained one, whose scores "
@@ -310,9 +313,12 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"--sections: unknown {unknown}; known: systems, numerics, scaling, peer")
 
+    from benchmarks.machine import describe
     from pyterrier_setenc import embedded
     from pyterrier_setenc.io import candidate_lists, read_rerank
 
+    global MACHINE
+    MACHINE = describe("cpu", args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
     queries, ranked, texts = candidate_lists(read_rerank(args.data_dir / RERANK))
     random_needed = ("systems" in sections or ("scaling" in sections and not args.scaling_model)
@@ -320,7 +326,8 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = electra_base_set_encoder(args.workdir) if random_needed else None
     bench = Bench(checkpoint, args.workdir, args.threads, args.reference_python, queries, ranked, texts,
                   list(queries)[:args.queries])
-    bench.results.update(checkpoint=str(checkpoint) if checkpoint else None, qids=bench.qids, threads=args.threads)
+    bench.results.update(checkpoint=str(checkpoint) if checkpoint else None, qids=bench.qids, threads=args.threads,
+                         machine=MACHINE)
     peer_equal = True
     if "systems" in sections:
         compare_systems(bench)

@@ -5,12 +5,13 @@ a JSON file with one or more systems, writes per-list seconds, scores and memory
         [--threads 2] [--repeats 1] [--batch-size 32] [--max-length 512]
 
 Systems: ``set-encoder``; ``mono``, the same checkpoint without inter-passage attention (the same backbone and the
-same tokens, each passage scored on its own); ``set-encoder-int8`` and ``set-encoder-bf16``, the Set-Encoder with
-int8 linear layers or in bfloat16. For a Hugging Face cross-encoder checkpoint, the peers: ``mono-reranker``,
-this package's :class:`~pyterrier_setenc.MonoReRanker`, and ``st-cross-encoder``, sentence-transformers'
-``CrossEncoder.predict`` (raw logits), both with ``--batch-size`` pairs per forward pass and ``--max-length``
-tokens per pair. Several systems are timed interleaved, list by list (alternating which goes first), so that the
-machine's drift hits them alike; with ``--repeats k`` each system's fastest of k passes over the lists is kept.
+same tokens, each passage scored on its own); ``set-encoder-int8``, ``set-encoder-bf16`` and ``set-encoder-fp16``,
+the Set-Encoder with int8 linear layers or in half precision (:func:`pyterrier_setenc.precision.set_precision`).
+For a Hugging Face cross-encoder checkpoint, the peers: ``mono-reranker``, this package's
+:class:`~pyterrier_setenc.MonoReRanker`, and ``st-cross-encoder``, sentence-transformers' ``CrossEncoder.predict``
+(raw logits), both with ``--batch-size`` pairs per forward pass and ``--max-length`` tokens per pair. Several
+systems are timed interleaved, list by list (alternating which goes first), so that the machine's drift hits them
+alike; with ``--repeats k`` each system's fastest of k passes over the lists is kept.
 This module also runs under lightning-ir's Python (see :mod:`benchmarks.lightning_ir_worker`) for its helpers, so
 it imports the package only in :func:`main`.
 """
@@ -24,7 +25,8 @@ import resource
 import time
 from collections.abc import Callable
 
-SYSTEMS = {"set-encoder": "float32", "mono": "float32", "set-encoder-int8": "int8", "set-encoder-bf16": "bf16"}
+SYSTEMS = {"set-encoder": "float32", "mono": "float32", "set-encoder-int8": "int8", "set-encoder-bf16": "bf16",
+           "set-encoder-fp16": "fp16"}
 PEERS = ("mono-reranker", "st-cross-encoder")  # pointwise scorers of a Hugging Face cross-encoder checkpoint
 POINTWISE = frozenset({"mono", *PEERS})  # systems that score each passage on its own (no inter-passage attention)
 Scorer = Callable[[str, list[str]], list[float]]
@@ -101,18 +103,25 @@ def timed_runs(scorers: dict[str, Scorer], queries: list[str], lists: list[list[
     return runs
 
 
-def measure(torch, threads: int, scorers: dict[str, Scorer], lists_file: str, out: str, repeats: int = 1) -> None:
+def measure(torch, threads: int, scorers: dict[str, Scorer], lists_file: str, out: str, repeats: int = 1,
+            device: str = "cpu") -> None:
     """Times the scorers on the lists of ``lists_file`` (best of ``repeats`` passes) and writes the report to
-    ``out`` (atomically)."""
+    ``out`` (atomically). On a GPU (``device`` cuda...) the scorers' results, copied to the host, end each timing
+    (the copy waits for the GPU), the matrix-product rate is left out and the peak GPU memory is reported."""
     with open(lists_file, encoding="utf-8") as file:
         data = json.load(file)
+    gpu = device.startswith("cuda")
     loaded = rss_gib()
     reset_peak_rss()
-    rate_before = matmul_gflops(torch, threads)
+    if gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rate_before = None if gpu else matmul_gflops(torch, threads)
     runs = timed_runs(scorers, data["queries"], data["lists"], repeats)
-    rate_after = matmul_gflops(torch, threads)
+    rate_after = None if gpu else matmul_gflops(torch, threads)
     report = {"runs": runs, "rss_loaded_gib": loaded, "peak_rss_gib": peak_rss_gib(),
-              "matmul_gflops": (rate_before + rate_after) / 2}
+              "matmul_gflops": None if gpu else (rate_before + rate_after) / 2,
+              "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None}
     temporary = f"{out}.tmp{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as file:
         json.dump(report, file)
@@ -128,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"comma-separated of {', '.join([*SYSTEMS, *PEERS])}")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="passes over the lists; the fastest is kept")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the package's systems only)")
     parser.add_argument("--batch-size", type=int, default=32, help="pairs per forward pass of the peers")
     parser.add_argument("--max-length", type=int, default=None,
                         help="tokens per pair of the peers (default: the checkpoint's)")
@@ -143,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from pyterrier_setenc.model import CrossEncoder
     from pyterrier_setenc.numerics import quantize_int8
+    from pyterrier_setenc.precision import set_precision
 
     torch.set_num_threads(args.threads)
     models: dict[str, CrossEncoder] = {}
@@ -150,9 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     def model_for(system: str) -> CrossEncoder:
         numerics = SYSTEMS[system]
         if numerics not in models:
-            model = CrossEncoder.from_pretrained(args.checkpoint)
-            if numerics == "bf16":
-                model.to(torch.bfloat16)
+            model = CrossEncoder.from_pretrained(args.checkpoint).to(args.device)
+            if numerics in ("bf16", "fp16"):
+                set_precision(model, torch.bfloat16 if numerics == "bf16" else torch.float16)
             elif numerics == "int8":
                 quantize_int8(model)
             models[numerics] = model
@@ -170,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         return score
 
     measure(torch, args.threads, {system: scorer(system) for system in systems}, args.lists, args.out,
-            args.repeats)
+            args.repeats, args.device)
 
 
 def peer_scorer(system: str, checkpoint: str, batch_size: int, max_length: int | None) -> Scorer:

@@ -145,15 +145,19 @@ def checkpoint_identity(source: str) -> dict[str, Any]:
     return {"checkpoint": source, "snapshot": snapshot}
 
 
-def torch_dtype(dtype):
-    """``float32`` / ``bfloat16`` (strings or torch dtypes) as a torch dtype; ``None`` stays ``None``."""
+def torch_dtype(dtype, device: str | None):
+    """A name of :data:`~pyterrier_setenc.cli.DTYPES` or a torch dtype as the torch dtype it gives on ``device``
+    (``auto``: this machine's choice, so that stored outputs say what really ran); ``None`` stays ``None``."""
     import torch
 
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    if str(dtype) not in DTYPES:
+    from pyterrier_setenc.precision import resolve_dtype
+    from pyterrier_setenc.reranker import resolve_device
+
+    if dtype is None:
+        return None
+    if not isinstance(dtype, torch.dtype) and str(dtype) not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return getattr(torch, str(dtype))
+    return resolve_dtype(dtype, resolve_device(device))
 
 
 def resolve_models(models: ModelsArg, *, batch_size: int = 128, device: str | None = None,
@@ -177,7 +181,7 @@ def resolve_models(models: ModelsArg, *, batch_size: int = 128, device: str | No
             what = "the same row name" if other == name else f"a row name that clashes with {other!r} as a file name"
             raise ValueError(f"--model: {model} gets {what} {name!r}; name each model with --model NAME=PATH")
         seen[safe_name(name)] = name
-    dtype = torch_dtype(dtype)
+    dtype = torch_dtype(dtype, device)
     settings = dict(batch_size=batch_size, device=device, max_length=max_length,
                     dtype=str(dtype or "float32").removeprefix("torch."), int8=int8)
     from pyterrier_setenc import load_reranker

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import torch
 
 DEFAULT_TOKEN_BUDGET = 2048  # tokens whose linear layers run at once (buffers small enough for malloc to reuse)
+# on a GPU, products of many rows keep it busy: 65,536 tokens of ELECTRA-base hold 0.4 GB of feed-forward activations
+# in bfloat16 (a list of 1,000 passages of 256 tokens then takes four buckets)
+GPU_TOKEN_BUDGET = 1 << 16
 GROUP_FILL = 0.9  # a group's sequences are at least this fraction of its longest one (padding below ~11%)
 # Listwise batches of more sequences are ordered list by list: in one length order across lists each sequence
 # would append the partners of every list (5 DL19 lists of 100: 1.6x the time); up to here (e.g. 12 lists of 10)
@@ -94,6 +97,12 @@ class PackedBatch:
         return PackedBatch(*(t.to(device) for t in (self.input_ids, self.token_type_ids, self.position_ids,
                                                      self.starts, self.order)),
                            [b.to(device) for b in self.buckets], self.row_seq.to(device), _move(self.seq_list, device))
+
+
+def token_budget_for(device: torch.device) -> int:
+    """The token budget of a bucket on ``device``: :data:`DEFAULT_TOKEN_BUDGET` on the CPU (and MPS),
+    :data:`GPU_TOKEN_BUDGET` on CUDA."""
+    return GPU_TOKEN_BUDGET if device.type == "cuda" else DEFAULT_TOKEN_BUDGET
 
 
 def list_batches(sizes: Sequence[int], batch_size: int) -> Iterator[list[int]]:

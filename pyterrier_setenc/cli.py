@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 
-DTYPES = ("float32", "bfloat16")  # what --dtype offers (the re-rankers' dtype argument)
+DTYPES = ("float32", "bfloat16", "float16", "auto")  # what --dtype offers (the re-rankers' dtype, .precision)
 
 
 class NumericsOptionError(ValueError):
@@ -43,7 +43,10 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_numerics_arguments(parser: argparse.ArgumentParser) -> None:
     """``--dtype`` (:data:`DTYPES`) and ``--int8``; turn them into re-ranker arguments with :func:`numerics_options`."""
-    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="numbers the re-rankers compute with")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32",
+                        help="numbers the re-rankers compute with: float32 (reproduces the published scores), "
+                             "bfloat16 or float16 (half precision, scoring head in float32), auto (bfloat16 on a GPU "
+                             "or a CPU with bfloat16 instructions, else float32; float16 on older GPUs)")
     parser.add_argument("--int8", action="store_true",
                         help="quantize the cross-encoders' linear layers to int8 (CPU, float32; changes the scores; "
                              "not for ListConRanker)")

@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from .allocator import keep_freed_memory
 from .attention import Partners, bucket_attention
 from .batching import Bucket, PackedBatch
+from .precision import layer_norm
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
@@ -116,7 +117,7 @@ class DenseLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         summed = self.dense(x)
         summed = summed + residual if torch.is_grad_enabled() else summed.add_(residual)  # no second buffer
-        return self.LayerNorm(summed)
+        return layer_norm(self.LayerNorm, summed)
 
 
 class Attention(nn.Module):
@@ -173,6 +174,13 @@ class Backbone(nn.Module):
         self.interaction_position = interaction_position
         self.hidden_size = config["hidden_size"]
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The type of the hidden states: that of the encoder's linear layers (half precision keeps the
+        embeddings in float32, :mod:`.precision`)."""
+        return self.encoder.layer[0].output.dense.bias.dtype if len(self.encoder.layer) \
+            else self.embeddings.LayerNorm.weight.dtype
+
     def embed(self, batch: PackedBatch) -> torch.Tensor:
         """Embeddings of all packed tokens (T, H). Without autograd they are computed bucket by bucket into one
         tensor, so that a long list never holds more than one copy of the hidden states (all at once, the three
@@ -180,7 +188,7 @@ class Backbone(nn.Module):
         if torch.is_grad_enabled() or len(batch.buckets) < 2:
             return self._embed(batch.input_ids, batch.token_type_ids, batch.position_ids)
         hidden = torch.empty(len(batch.input_ids), self.hidden_size, device=batch.input_ids.device,
-                             dtype=self.embeddings.word_embeddings.weight.dtype)
+                             dtype=self.compute_dtype)
         for bucket in batch.buckets:
             rows = bucket.rows
             hidden[rows] = self._embed(batch.input_ids[rows], batch.token_type_ids[rows], batch.position_ids[rows])
@@ -188,7 +196,7 @@ class Backbone(nn.Module):
 
     def _embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
                position_ids: torch.Tensor) -> torch.Tensor:
-        hidden = self.embeddings(input_ids, token_type_ids, position_ids)
+        hidden = self.embeddings(input_ids, token_type_ids, position_ids).to(self.compute_dtype)
         if hasattr(self, "embeddings_project"):
             hidden = self.embeddings_project(hidden)
         return hidden

@@ -45,7 +45,9 @@ class ListConRankerReRanker(ReRanker):
             text_field: the passage column.
             batch_size: passages per forward pass (a query's list is never split).
             device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; default CUDA when available, else the CPU.
-            dtype: numerics of the whole model, e.g. ``torch.bfloat16`` or ``"bfloat16"``; default float32.
+            dtype: the numbers the model computes with: ``"float32"`` (the default; reproduces the published
+                scores), ``"bfloat16"`` or ``"float16"`` (half precision that keeps the list transformer in
+                float32), or ``"auto"`` (what is fast on this machine); a torch dtype or its name (:mod:`.precision`).
             verbose: a progress bar over queries.
             max_length: word pieces per text (query or passage); ``None`` means the published 512.
             revision: the Hugging Face revision of ``model`` (a branch, tag or commit).

@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 from tokenizers.processors import TemplateProcessing
 from torch import nn
 
-from .batching import DEFAULT_TOKEN_BUDGET, pack
+from .batching import pack, token_budget_for
 from .checkpoint import (CheckpointError, check_backbone_config, read_config, read_state_dict, read_weight_file,
                          resolve)
 from .encoder import Backbone
@@ -191,6 +191,8 @@ class ListConRankerModel(nn.Module):
     [array([0.93, 0.12])]
     """
 
+    float32_modules = ("linear_in_embedding", "list_transformer")  # under half precision (.precision)
+
     def __init__(self, config: dict, width: int, list_layers: int, feedforward: int, tokenizer: TextTokenizer,
                  name: str = ""):
         super().__init__()
@@ -251,11 +253,12 @@ class ListConRankerModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def encode(self, texts: Sequence[str], token_budget: int = DEFAULT_TOKEN_BUDGET) -> torch.Tensor:
+    def encode(self, texts: Sequence[str], token_budget: int | None = None) -> torch.Tensor:
         """Features (N, D) of texts: mean of the encoder's last hidden states over all tokens, projected."""
         ids = self.tokenizer(texts)
-        batch = pack(ids, [[0] * len(i) for i in ids], None, token_budget=token_budget).to(self.device)
-        hidden = self.encoder(batch)
+        batch = pack(ids, [[0] * len(i) for i in ids], None,
+                     token_budget=token_budget or token_budget_for(self.device)).to(self.device)
+        hidden = self.encoder(batch).to(self.linear_in_embedding.weight.dtype)  # float32 under half precision
         lengths = torch.tensor([len(ids[i]) for i in batch.order.tolist()], device=hidden.device)
         sequence = torch.repeat_interleave(torch.arange(len(ids), device=hidden.device), lengths)
         pooled = hidden.new_zeros(len(ids), hidden.shape[-1]).index_add_(0, sequence, hidden)
@@ -275,7 +278,7 @@ class ListConRankerModel(nn.Module):
 
     @torch.inference_mode()
     def score_lists(self, queries: Sequence[str], lists: Sequence[Sequence[str]], iterative: bool = True,
-                    token_budget: int = DEFAULT_TOKEN_BUDGET) -> list[np.ndarray]:
+                    token_budget: int | None = None) -> list[np.ndarray]:
         """Scores of each query's passages (float64): one ListTransformer pass over the whole list, or iterative
         inference (lists of more than 20 passages). Every distinct text is encoded once, whatever the rounds."""
         texts = list(dict.fromkeys([*queries, *(p for passages in lists for p in passages)]))

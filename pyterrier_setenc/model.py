@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import DEFAULT_TOKEN_BUDGET, PackedBatch, pack
+from .batching import PackedBatch, pack, token_budget_for
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .encoder import Backbone
 from .tokenization import PairTokenizer
@@ -44,9 +44,11 @@ class LightningIRHead(nn.Module):
         self.linear = nn.Linear(hidden, 2 if self.two_class else 1, bias=config.get("linear_bias", False))
 
     def forward(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+        head_dtype = self.linear.weight.dtype  # float32 under half precision: scores keep their digits
         if self.pooling in ("first", "bert_pool"):
-            pooled = hidden[batch.starts]
+            pooled = hidden[batch.starts].to(head_dtype)
         else:
+            hidden = hidden.to(head_dtype)
             lengths = torch.diff(batch.starts, append=batch.starts.new_tensor([len(hidden)]))
             sequence = torch.repeat_interleave(torch.arange(batch.size, device=hidden.device), lengths)
             pooled = hidden.new_zeros(batch.size, hidden.shape[-1])
@@ -73,7 +75,8 @@ class BertClassifierHead(nn.Module):
         self.classifier = nn.Linear(hidden, config.get("num_labels", len(config.get("id2label", {})) or 2))
 
     def forward(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
-        return _relevance(self.classifier(torch.tanh(self.pooler.dense(hidden[batch.starts]))))
+        pooled = hidden[batch.starts].to(self.classifier.weight.dtype)
+        return _relevance(self.classifier(torch.tanh(self.pooler.dense(pooled))))
 
 
 class ElectraClassifierHead(nn.Module):
@@ -87,7 +90,8 @@ class ElectraClassifierHead(nn.Module):
         self.classifier.out_proj = nn.Linear(hidden, config.get("num_labels", len(config.get("id2label", {})) or 2))
 
     def forward(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
-        return _relevance(self.classifier.out_proj(F.gelu(self.classifier.dense(hidden[batch.starts]))))
+        pooled = hidden[batch.starts].to(self.classifier.dense.weight.dtype)
+        return _relevance(self.classifier.out_proj(F.gelu(self.classifier.dense(pooled))))
 
 
 def _relevance(logits: torch.Tensor) -> torch.Tensor:
@@ -106,6 +110,8 @@ class CrossEncoder(nn.Module):
     >>> model.score_lists(["what is a lobster roll"], [["A lobster roll is ...", "Lobsters are ..."]])  # doctest: +SKIP
     [tensor([ 4.1, -2.3])]
     """
+
+    float32_modules = ("head",)  # kept in float32 under half precision (pyterrier_setenc.precision)
 
     def __init__(self, checkpoint: Checkpoint, max_length: int | None = None):
         super().__init__()
@@ -192,11 +198,12 @@ class CrossEncoder(nn.Module):
         return next(self.parameters()).device
 
     def encode(self, queries: Sequence[str], docs: Sequence[str], list_sizes: Sequence[int] | None,
-               token_budget: int = DEFAULT_TOKEN_BUDGET) -> PackedBatch:
-        """Tokenizes pairs (``queries[i]`` with ``docs[i]``) and packs them; ``list_sizes`` give the lists."""
+               token_budget: int | None = None) -> PackedBatch:
+        """Tokenizes pairs (``queries[i]`` with ``docs[i]``) and packs them; ``list_sizes`` give the lists. The
+        token budget of a bucket is by default the one of the model's device (:func:`.batching.token_budget_for`)."""
         encoded = self.tokenizer(queries, docs)
         return pack(encoded.input_ids, encoded.token_type_ids, list_sizes if self.listwise else None,
-                    token_budget=token_budget)
+                    token_budget=token_budget or token_budget_for(self.device))
 
     def forward(self, batch: PackedBatch, gradient_checkpointing: bool = False) -> torch.Tensor:
         """Scores of all sequences of a packed batch, in the order they were given to :meth:`encode`
@@ -207,7 +214,7 @@ class CrossEncoder(nn.Module):
 
     @torch.inference_mode()
     def score_lists(self, queries: Sequence[str], lists: Sequence[Sequence[str]],
-                    token_budget: int = DEFAULT_TOKEN_BUDGET, listwise: bool = True) -> list[torch.Tensor]:
+                    token_budget: int | None = None, listwise: bool = True) -> list[torch.Tensor]:
         """Scores each query's passage list in one pass; lists of one call are run together. ``listwise=False``
         scores every passage on its own (a Set-Encoder without inter-passage attention, same tokens)."""
         sizes = [len(docs) for docs in lists]

@@ -34,9 +34,8 @@ from torch import nn
 
 from .model import CrossEncoder
 from .numerics import quantize_int8
+from .precision import has_precision, resolve_dtype, set_precision
 
-FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-                "float64": torch.float64}
 _WHITESPACE = re.compile(r"\s")
 
 
@@ -79,19 +78,6 @@ def check_flag(name: str, value) -> bool:
     return bool(value)
 
 
-def resolve_dtype(dtype) -> torch.dtype:
-    """``None`` (float32), a floating torch dtype, or its name (``"bfloat16"``, ``"torch.float16"``)."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str) and dtype.removeprefix("torch.") in FLOAT_DTYPES:
-        return FLOAT_DTYPES[dtype.removeprefix("torch.")]
-    if isinstance(dtype, torch.dtype) and dtype in FLOAT_DTYPES.values():
-        return dtype
-    hint = " (for int8 use int8=True)" if "int8" in str(dtype) else ""
-    raise ValueError(f"dtype must be one of {sorted(FLOAT_DTYPES)} (a torch dtype or its name) or None, "
-                     f"got {dtype!r}{hint}")
-
-
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None``: CUDA when available, else the CPU. A device that is not there is refused with its name."""
     if device is None:
@@ -127,14 +113,14 @@ def check_model_argument(model, module_type: type) -> None:
 
 def place(module: nn.Module, device: torch.device, dtype: torch.dtype, given: bool, convert_more: bool = False) \
         -> nn.Module:
-    """``module`` on ``device`` in ``dtype``. A module the caller ``given`` is never changed: when it must be
-    converted (device, dtype, or ``convert_more``, e.g. int8) a copy is converted instead."""
+    """``module`` on ``device`` computing in ``dtype`` (:func:`~.precision.set_precision`). A module the caller
+    ``given`` is never changed: when it must be converted (device, dtype, or ``convert_more``, e.g. int8) a copy is
+    converted instead."""
     tensors = [*module.parameters(), *module.buffers()]
-    needs_conversion = convert_more or any(t.device != device or (t.is_floating_point() and t.dtype != dtype)
-                                           for t in tensors)
+    needs_conversion = convert_more or not has_precision(module, dtype) or any(t.device != device for t in tensors)
     if given and needs_conversion:
         module = copy.deepcopy(module)
-    return module.to(device=device, dtype=dtype)
+    return set_precision(module.to(device=device), dtype)
 
 
 # ----------------------------------------------------------------------------------------------------- the input
@@ -276,8 +262,8 @@ class ReRanker(pt.Transformer):
         """Checks and keeps the arguments every re-ranker has; errors name the argument."""
         self.text_field = check_text_field(text_field)
         self.batch_size = check_batch_size(batch_size)
-        self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
         self.verbose = check_flag("verbose", verbose)
 
     @property
@@ -399,7 +385,9 @@ class CrossEncoderReRanker(ReRanker):
             text_field: the passage column.
             batch_size: passages per forward pass (a listwise re-ranker never splits a query's list).
             device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...; default CUDA when available, else the CPU.
-            dtype: numerics of the whole model, e.g. ``torch.bfloat16`` or ``"bfloat16"``; default float32.
+            dtype: the numbers the model computes with: ``"float32"`` (the default; reproduces the published
+                scores), ``"bfloat16"`` or ``"float16"`` (half precision that keeps the head in float32), or
+                ``"auto"`` (what is fast on this machine); a torch dtype or its name (:mod:`.precision`).
             verbose: a progress bar over queries.
             max_length: the longest tokenized (query, passage) sequence; default the checkpoint's.
             int8: int8 linear layers in the encoder (CPU, float32; changes the scores; see :mod:`.numerics`).

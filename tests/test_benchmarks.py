@@ -141,3 +141,48 @@ def test_scaling_section_beyond_dl19_takes_dl20_passages(tmp_path, capsys):
         [("3", "set-encoder"), ("3", "mono"), (str(size), "set-encoder"), (str(size), "mono")]
     assert all(row["model"] == str(FIXTURES / "setenc-int") for row in figures["scaling"])
     assert f"| {size} |" in capsys.readouterr().out
+
+
+def test_precision_benchmark_on_a_tiny_checkpoint(tmp_path, capsys):
+    """``benchmarks.precision`` on one DL19 list: float32 against itself is exact, bfloat16 is not, and the printed
+    nDCG@10 is ir_measures' on the scores the benchmark reports. No timing is checked."""
+    import ir_measures
+
+    from benchmarks.precision import main as precision_main
+    from pyterrier_setenc.io import read_qrels
+
+    precision_main(["--data-dir", str(SLICE), "--collections", "trec-dl-2019", "--queries", "1", "--threads", "1",
+                    "--model", str(FIXTURES / "setenc-int"), "--dtypes", "bfloat16", "--out",
+                    str(tmp_path / "figures.json")])
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    exact, half = figures["models"]["setenc-int"]
+    assert exact["dtype"] == "float32" and exact["mean_tau"] == 1.0 and exact["max_score_change"] == 0
+    assert half["dtype"] == "bfloat16" and 0 < half["max_score_change"] < 1 and half["speed_up"] > 0
+    assert "torch capability" in figures["machine"] and figures["machine"] in capsys.readouterr().out
+    queries, ranked, texts = candidate_lists(read_rerank(SLICE / RERANK))
+    qid = next(iter(queries))
+    scores = CrossEncoder.from_pretrained(FIXTURES / "setenc-int").score_lists(
+        [queries[qid]], [[texts[d] for d in ranked[qid]]])[0].tolist()
+    qrels = read_qrels(SLICE / "trec-dl-2019" / "qrels.txt")
+    judged = [ir_measures.Qrel(r.qid, r.docno, int(r.label)) for r in qrels.itertuples() if r.qid == qid]
+    run = [ir_measures.ScoredDoc(qid, d, s) for d, s in zip(ranked[qid], scores)]
+    expected = ir_measures.calc_aggregate([ir_measures.nDCG @ 10], judged, run)[ir_measures.nDCG @ 10]
+    assert abs(exact["ndcg10 trec-dl-2019"] - expected) < 1e-9
+
+
+def test_gpu_check_runs_its_table_on_the_cpu(tmp_path, capsys):
+    """``benchmarks.gpu`` with ``--device cpu`` on a tiny checkpoint (the script's logic; the GPU figures need a
+    GPU): every system of this package is timed, bfloat16 agrees with float32 by Kendall tau, float32 with itself
+    exactly. No timing is checked."""
+    from benchmarks.gpu import main as gpu_main
+
+    gpu_main(["--data-dir", str(SLICE), "--device", "cpu", "--queries", "1", "--memory-sizes", "5",
+              "--checkpoint", str(FIXTURES / "setenc-int"), "--workdir", str(tmp_path),
+              "--out", str(tmp_path / "figures.json")])
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    systems = figures["systems"]
+    assert set(systems) == {"set-encoder", "set-encoder-bf16", "set-encoder-fp16", "mono"}
+    assert systems["set-encoder"]["tau_to_float32"] == 1.0 and 0.5 < systems["set-encoder-bf16"]["tau_to_float32"]
+    assert systems["set-encoder-bf16"]["scores"] != systems["set-encoder"]["scores"]
+    assert [m["passages"] for m in figures["memory"]] == [5, 5]
+    assert "Peak GPU memory" in capsys.readouterr().out
