@@ -12,6 +12,12 @@ handled in one of two ways that compute the same function:
   a list to the interaction tokens of the whole list (its own among them); the two softmaxes are merged exactly
   by their log-sum-exps. On the CPU both run in torch's flash-attention kernel, which never forms the score
   matrix.
+
+On a CUDA device with xformers installed (``pip install "pyterrier-setenc[gpu]"``), the appended way runs as one
+call of ``xformers.ops.memory_efficient_attention`` for the whole bucket instead of one call per group: the packed
+queries against each sequence's keys (its own tokens, then its partners' interaction tokens) laid out one sequence
+after another, with a block-diagonal bias from the sequence lengths (:func:`key_layout`). Without xformers, or
+where it refuses the inputs, torch's ``scaled_dot_product_attention`` runs per group as on the CPU.
 """
 
 from __future__ import annotations
@@ -40,9 +46,83 @@ def bucket_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_
                      partners: Partners | None) -> torch.Tensor:
     """Attention output (t, H) of a bucket's packed rows given their fused projections ``qkv`` (t, 3H)."""
     if partners is None or len(bucket.keys) <= APPENDED_PARTNERS_MAX:
-        return _fused_attention(qkv, bucket, batch, num_heads,
-                                None if partners is None else partners.keys_values)
+        keys_values = None if partners is None else partners.keys_values
+        if attention_kernel(qkv.device) == "xformers":
+            try:
+                return _xformers_attention(qkv, bucket, batch, num_heads, keys_values)
+            except (NotImplementedError, ValueError):  # xformers refuses these inputs: torch's kernel instead
+                pass
+        return _fused_attention(qkv, bucket, batch, num_heads, keys_values)
     return _merged_attention(qkv, bucket, batch, num_heads, partners)
+
+
+def attention_kernel(device: torch.device) -> str:
+    """The kernel of the appended way on ``device``: ``"xformers"`` (one call per bucket) on CUDA where xformers is
+    installed, else ``"torch"`` (one fused call per group)."""
+    return "xformers" if device.type == "cuda" and _xformers() is not None else "torch"
+
+
+def _xformers():
+    """``xformers.ops`` where it is installed, else None (looked up once)."""
+    global _XFORMERS
+    if _XFORMERS is False:
+        try:
+            import xformers.ops as ops
+        except ImportError:
+            ops = None
+        _XFORMERS = ops
+    return _XFORMERS
+
+
+_XFORMERS = False  # not looked up yet
+
+
+def key_layout(bucket: Bucket, batch: PackedBatch, with_partners: bool) -> tuple[torch.Tensor, list[int], list[int]]:
+    """The keys of a bucket's sequences laid out one sequence after another: ``index`` into the rows
+    ``cat([own rows of the bucket (t), partner keys (len(bucket.keys))])``, each sequence's own tokens followed by
+    its partners' interaction tokens (with ``with_partners``), and the query and key lengths of every sequence, for
+    a block-diagonal bias. Built once per bucket and kept (every layer sees the same keys)."""
+    if bucket.key_layout is None:
+        device = bucket.keys.device if bucket.keys is not None else batch.starts.device
+        seqs = torch.arange(bucket.seqs.start, bucket.seqs.stop, device=device)
+        base = int(batch.starts[bucket.seqs.start])
+        ends = torch.cat([batch.starts[bucket.seqs.start + 1:bucket.seqs.stop],
+                          batch.starts.new_tensor([bucket.rows.stop])])
+        lengths = ends - batch.starts[seqs]
+        rows = bucket.rows.stop - bucket.rows.start
+        own_seq = torch.repeat_interleave(torch.arange(len(seqs), device=device), lengths)  # each own row's sequence
+        if with_partners:
+            seen = ~_blocked(bucket.keys, seqs, batch.seq_list)  # (sequences, keys)
+            partner_seq, partner_key = seen.nonzero(as_tuple=True)  # by sequence, then key
+            counts = seen.sum(1)
+        else:
+            partner_seq = partner_key = torch.empty(0, dtype=torch.long, device=device)
+            counts = torch.zeros_like(lengths)
+        key_lengths = lengths + counts
+        key_starts = torch.cumsum(key_lengths, 0) - key_lengths
+        index = torch.empty(int(key_lengths.sum()), dtype=torch.long, device=device)
+        own_rows = torch.arange(rows, device=device)
+        index[key_starts[own_seq] + own_rows - (batch.starts[seqs] - base)[own_seq]] = own_rows
+        partner_rank = torch.arange(len(partner_seq), device=device) - (torch.cumsum(counts, 0) - counts)[partner_seq]
+        index[key_starts[partner_seq] + lengths[partner_seq] + partner_rank] = rows + partner_key
+        bucket.key_layout = (index, lengths.tolist(), key_lengths.tolist())
+    return bucket.key_layout
+
+
+def _xformers_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_heads: int,
+                        partners: torch.Tensor | None) -> torch.Tensor:
+    """The appended way (or plain attention, without ``partners``) for a whole bucket in one xformers call."""
+    ops = _xformers()
+    hidden = qkv.shape[-1] // 3
+    index, query_lengths, key_lengths = key_layout(bucket, batch, partners is not None)
+    keys_values = qkv[:, hidden:] if partners is None else torch.cat([qkv[:, hidden:], partners[bucket.keys]])
+    laid_out = keys_values[index]
+    head_size = hidden // num_heads
+    query = qkv[None, :, :hidden].unflatten(-1, (num_heads, head_size))
+    key = laid_out[None, :, :hidden].unflatten(-1, (num_heads, head_size))
+    value = laid_out[None, :, hidden:].unflatten(-1, (num_heads, head_size))
+    bias = ops.fmha.attn_bias.BlockDiagonalMask.from_seqlens(q_seqlen=query_lengths, kv_seqlen=key_lengths)
+    return ops.memory_efficient_attention(query, key, value, attn_bias=bias)[0].flatten(1)
 
 
 def _fused_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_heads: int,

@@ -3,6 +3,8 @@
 compared with is the same model evaluated in float64, where rounding is negligible. Agreement is float32's
 (``tests/agreement.py``), and the comparisons fail under the deliberate errors."""
 
+import types
+
 import pytest
 import torch
 
@@ -158,3 +160,78 @@ def test_appended_masks_are_built_once_per_batch(model, long_list, monkeypatch):
         model(batch)
     assert len(model.backbone.encoder.layer) > 1
     assert len(built) == groups
+
+
+def block_diagonal_attention(query, key, value, query_lengths, key_lengths, materialize=None):
+    """Plain attention in float64 under a block-diagonal bias: each sequence's queries see its keys only. The bias
+    is xformers' own, materialised (``materialize``), or built here from the lengths."""
+    q_block = torch.repeat_interleave(torch.arange(len(query_lengths)), torch.tensor(query_lengths))
+    k_block = torch.repeat_interleave(torch.arange(len(key_lengths)), torch.tensor(key_lengths))
+    bias = torch.zeros(len(q_block), len(k_block), dtype=torch.float64).masked_fill(
+        q_block[:, None] != k_block[None, :], float("-inf"))
+    if materialize is not None:
+        assert torch.equal(materialize((len(q_block), len(k_block))).double(), bias)
+    scores = torch.einsum("qhd,khd->hqk", query.double(), key.double()) / query.shape[-1] ** 0.5 + bias
+    return torch.einsum("hqk,khd->qhd", torch.softmax(scores, -1), value.double())
+
+
+@pytest.mark.parametrize("listwise", [True, False])
+def test_key_layout_with_a_block_diagonal_bias_equals_the_cpu_path(model, long_list, listwise):
+    """The xformers layout (each sequence's own keys, then its partners', one sequence after another), under a
+    block-diagonal bias from the sequence lengths (xformers' ``BlockDiagonalMask``, materialised, where xformers is
+    installed) and a plain attention, gives the CPU path's output for random lists of random lengths."""
+    query, texts = long_list
+    generator = torch.Generator().manual_seed(0)
+    sizes = [7, 1, 23, 12]
+    batch = model.encode([query] * sum(sizes), texts[:sum(sizes)], sizes, token_budget=600)
+    if not listwise:
+        batch.seq_list = None
+    heads, hidden = 4, 32
+    partners = torch.randn(batch.size, 2 * hidden, generator=generator) if listwise else None
+    try:
+        from xformers.ops.fmha.attn_bias import BlockDiagonalMask
+    except ImportError:
+        BlockDiagonalMask = None
+    assert len(batch.buckets) > 1
+    for bucket in batch.buckets:
+        t = bucket.rows.stop - bucket.rows.start
+        qkv = torch.randn(t, 3 * hidden, generator=generator)
+        expected = attention._fused_attention(qkv, bucket, batch, heads, partners)
+        index, query_lengths, key_lengths = attention.key_layout(bucket, batch, listwise)
+        keys_values = qkv[:, hidden:] if partners is None else torch.cat([qkv[:, hidden:], partners[bucket.keys]])
+        laid_out = keys_values[index].unflatten(-1, (2, heads, hidden // heads))
+        materialize = None if BlockDiagonalMask is None else \
+            BlockDiagonalMask.from_seqlens(q_seqlen=query_lengths, kv_seqlen=key_lengths).materialize
+        got = block_diagonal_attention(qkv[:, :hidden].unflatten(-1, (heads, hidden // heads)), laid_out[:, 0],
+                                       laid_out[:, 1], query_lengths, key_lengths, materialize)
+        check_scores(got.flatten(1), expected.double(), layers=0, what="block-diagonal layout")
+        own = index[index < t]
+        assert sum(key_lengths) == len(index) and sorted(own.tolist()) == list(range(t))  # every own key once
+
+
+def test_cuda_takes_xformers_where_it_is_installed(monkeypatch, model, long_list):
+    """The kernel chosen per device: xformers on CUDA when it can be imported, torch's otherwise and on the CPU.
+    Through xformers' bias and a stand-in for its CUDA kernel (plain attention under the materialised bias), a
+    bucket's attention equals the CPU path's."""
+    monkeypatch.setattr(attention, "_XFORMERS", None)
+    assert attention.attention_kernel(torch.device("cuda")) == "torch"
+    monkeypatch.setattr(attention, "_XFORMERS", object())
+    assert attention.attention_kernel(torch.device("cuda")) == "xformers"
+    assert attention.attention_kernel(torch.device("cpu")) == "torch"
+
+    fmha = pytest.importorskip("xformers.ops.fmha", reason="xformers is not installed (the gpu extra)")
+
+    def kernel(query, key, value, attn_bias):
+        lengths = [[end - start for start, end in seqinfo.intervals()] for seqinfo in (attn_bias.q_seqinfo,
+                                                                                       attn_bias.k_seqinfo)]
+        return block_diagonal_attention(query[0], key[0], value[0], *lengths, attn_bias.materialize)[None].float()
+
+    monkeypatch.setattr(attention, "_XFORMERS", types.SimpleNamespace(fmha=fmha, memory_efficient_attention=kernel))
+    query, texts = long_list
+    batch = model.encode([query] * 30, texts[:30], [30])
+    generator = torch.Generator().manual_seed(1)
+    partners = torch.randn(batch.size, 64, generator=generator)
+    bucket = batch.buckets[0]
+    qkv = torch.randn(bucket.rows.stop - bucket.rows.start, 96, generator=generator)
+    check_scores(attention._xformers_attention(qkv, bucket, batch, 4, partners),
+                 attention._fused_attention(qkv, bucket, batch, 4, partners), layers=0, what="xformers call")
