@@ -119,8 +119,19 @@ def test_dtype_and_int8_reach_the_rerankers():
     assert quantized and int8.identity["int8"] is True
     with pytest.raises(ValueError, match="--int8 quantizes cross-encoders only.*ListConRanker"):
         resolve_models([LISTCON], int8=True, verbose=False)
-    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16"):
-        resolve_models([SETENC], dtype="float16", verbose=False)
+    with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, float16, auto"):
+        resolve_models([SETENC], dtype="half", verbose=False)
+
+
+@pytest.mark.parametrize("instructions,expected", [(True, "bfloat16"), (False, "float32")])
+def test_dtype_auto_is_stored_as_what_ran(monkeypatch, instructions, expected):
+    """``--dtype auto`` runs this machine's choice, and the identity of stored outputs names that type, so that
+    outputs of another machine's choice are not reused."""
+    import pyterrier_setenc.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: instructions)
+    model = resolve_models([SETENC], dtype="auto", device="cpu", verbose=False)[0]
+    assert model.identity["dtype"] == expected and str(model.transformer.dtype) == f"torch.{expected}"
 
 
 # --- ListConRanker in every command ----------------------------------------------------------------------------------
@@ -398,7 +409,7 @@ def test_damaged_run_and_command_line_message(tmp_path, capsys):
     (["--batch-size", "0"], "--batch-size"), (["--correction", "nonsense"], "--correction"),
     (["--cache-dir", "FILE"], "--cache-dir"), (["--output", "FILE"], "--output"), (["--data-dir", "FILE"],
                                                                                    "--data-dir"),
-    (["--dtype", "float16"], "--dtype"), (["--depth", "-5"], "--depth")])
+    (["--dtype", "half"], "--dtype"), (["--depth", "-5"], "--depth")])
 def test_bad_options_are_refused_naming_the_option(args, option, tmp_path, capsys):
     from pipelines.dl import main
 
