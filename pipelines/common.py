@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from pyterrier_setenc.cli import DTYPES, add_numerics_arguments, add_ray_arguments, numerics_options, positive_int
+from pyterrier_setenc.settings import RerankerSettings, positive_int
 
 from .data import (CACHE_DIR_ENV, DATA_DIR_ENV, DEFAULT_CANDIDATES, Benchmark, DataFormatError, StoredRun,
                    load_benchmark)
@@ -145,27 +145,13 @@ def checkpoint_identity(source: str) -> dict[str, Any]:
     return {"checkpoint": source, "snapshot": snapshot}
 
 
-def torch_dtype(dtype, device: str | None):
-    """A name of :data:`~pyterrier_setenc.cli.DTYPES` or a torch dtype as the torch dtype it gives on ``device``
-    (``auto``: this machine's choice, so that stored outputs say what really ran); ``None`` stays ``None``."""
-    import torch
-
-    from pyterrier_setenc.precision import resolve_dtype
-    from pyterrier_setenc.reranker import resolve_device
-
-    if dtype is None:
-        return None
-    if not isinstance(dtype, torch.dtype) and str(dtype) not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return resolve_dtype(dtype, resolve_device(device))
-
-
-def resolve_models(models: ModelsArg, *, batch_size: int = 128, device: str | None = None,
-                   max_length: int | None = None, dtype=None, int8: bool = False, verbose: bool = True,
+def resolve_models(models: ModelsArg, settings: RerankerSettings = RerankerSettings(), *,
                    reserved: Sequence[str] = ()) -> list[Model]:
     """The experiment's re-rankers with their row names. Checkpoints (``PATH``, a hub id, or ``NAME=PATH``; in a
-    mapping ``{name: checkpoint}``) go through :func:`pyterrier_setenc.load_reranker`; transformers are used as
-    they are. Names must be distinct, also as file names, and differ from ``reserved`` (the other rows)."""
+    mapping ``{name: checkpoint}``) are loaded with ``settings`` (:meth:`RerankerSettings.load`: in this process or
+    on Ray actors); transformers are used as they are. Names must be distinct, also as file names, and differ from
+    ``reserved`` (the other rows). ``dtype="auto"`` is resolved here, so that the actors and the stored outputs'
+    identity take what this machine chose."""
     if isinstance(models, Mapping):
         entries = [(str(name), model) for name, model in models.items()]
     else:
@@ -181,34 +167,23 @@ def resolve_models(models: ModelsArg, *, batch_size: int = 128, device: str | No
             what = "the same row name" if other == name else f"a row name that clashes with {other!r} as a file name"
             raise ValueError(f"--model: {model} gets {what} {name!r}; name each model with --model NAME=PATH")
         seen[safe_name(name)] = name
-    dtype = torch_dtype(dtype, device)
-    settings = dict(batch_size=batch_size, device=device, max_length=max_length,
-                    dtype=str(dtype or "float32").removeprefix("torch."), int8=int8)
-    from pyterrier_setenc import load_reranker
-
+    settings = replace(settings, dtype=settings.resolved_dtype())
+    identity = dict(batch_size=settings.batch_size, device=settings.device, max_length=settings.max_length,
+                    dtype=settings.dtype, int8=settings.int8)
     for _, model in entries:  # before any model is loaded
         if not isinstance(model, pt.Transformer):
-            numerics_options(str(model), dtype=settings["dtype"], int8=int8)
+            settings.check(str(model))
     loaded = []
     for name, (_, model) in zip(names, entries):
         if isinstance(model, pt.Transformer):
             loaded.append(Model(name, model))
             continue
         source = str(model)
-        kwargs = dict(batch_size=batch_size, device=device, max_length=max_length, verbose=verbose)
-        if dtype is not None:
-            kwargs["dtype"] = dtype
-        if int8:
-            kwargs["int8"] = True
-        if RAY:
-            from pyterrier_setenc.ray_rerank import RayReRanker
-
-            transformer = RayReRanker(source, **RAY, **kwargs)
-        else:
-            transformer = load_reranker(source, **kwargs)
-        identity = {**checkpoint_identity(source), "class": type(transformer).__name__, **settings,
-                    "device": str(getattr(transformer, "device", device)), "code": code_fingerprint()}
-        loaded.append(Model(name, transformer, identity))
+        transformer = settings.load(source)
+        loaded.append(Model(name, transformer, {**checkpoint_identity(source), "class": type(transformer).__name__,
+                                                **identity, "device": str(getattr(transformer, "device",
+                                                                                  settings.device)),
+                                                "code": code_fingerprint()}))
     return loaded
 
 
@@ -278,12 +253,13 @@ def check_correction(correction: str | None) -> str | None:
 # --- what every experiment shares ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ExperimentOptions:
+class ExperimentOptions(RerankerSettings):
     """The settings every experiment takes besides its own: where the benchmark comes from, how many queries, where
-    the result goes, and how the re-rankers run. Each experiment function takes them as keyword arguments or as
-    one object (``options=``; keyword arguments given as well override its fields); its command line fills them
-    from the options of :func:`base_parser` (:meth:`from_args`). Torch's CPU threads and Ray belong to the process,
-    not to one experiment: the command line sets them (:func:`configure`).
+    the result goes, and how the re-rankers run (the fields of :class:`~pyterrier_setenc.settings.RerankerSettings`,
+    whose options the command lines share). Each experiment function takes them as keyword arguments or as one
+    object (``options=``; keyword arguments given as well override its fields); its command line fills them from
+    the options of :func:`base_parser` (:meth:`from_args`). Torch's CPU threads belong to the process, not to one
+    experiment: the command line sets them (:func:`configure`).
 
     >>> options = ExperimentOptions(data_dir="../shared/data", queries=5, output=None, batch_size=32)
     >>> result = depth_sweep("dl19", ["webis/set-encoder-base"], options=options)  # doctest: +SKIP
@@ -296,12 +272,6 @@ class ExperimentOptions:
     # {benchmark} the benchmark's
     output: str | os.PathLike | None = "results/{experiment}"
     seed: int = 0
-    batch_size: int = 128  # passages per forward pass
-    device: str | None = None
-    max_length: int | None = None  # token limit per (query, passage) pair (None: the checkpoint's)
-    dtype: Any = None  # float32 or bfloat16, a name or a torch dtype (None: float32)
-    int8: bool = False  # int8 linear layers of the cross-encoders (pyterrier_setenc.numerics)
-    verbose: bool = True
 
     @classmethod
     def of(cls, options: ExperimentOptions | None, settings: Mapping[str, Any], caller: str) -> ExperimentOptions:
@@ -315,9 +285,9 @@ class ExperimentOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExperimentOptions:
+        reranker = RerankerSettings.from_args(args)
         return cls(data_dir=args.data_dir, cache_dir=args.cache_dir, queries=args.queries, output=args.output,
-                   seed=args.seed, batch_size=args.batch_size, device=args.device, max_length=args.max_length,
-                   dtype=args.dtype, int8=args.int8, verbose=not args.quiet)
+                   seed=args.seed, **{f.name: getattr(reranker, f.name) for f in fields(RerankerSettings)})
 
 
 class ExperimentRun:
@@ -359,10 +329,7 @@ class ExperimentRun:
 
     def load_models(self, models: ModelsArg, reserved: Sequence[str]) -> list[Model]:
         """The re-rankers (:func:`resolve_models` with the options); ``reserved``: the experiment's other rows."""
-        options = self.options
-        self.models = resolve_models(models, batch_size=options.batch_size, device=options.device,
-                                     max_length=options.max_length, dtype=options.dtype, int8=options.int8,
-                                     verbose=options.verbose, reserved=reserved)
+        self.models = resolve_models(models, self.options, reserved=reserved)
         return self.models
 
     def model_identities(self) -> dict[str, dict[str, Any] | None]:
@@ -430,14 +397,8 @@ def base_parser(prog: str, description: str, default_output: str) -> argparse.Ar
     parser.add_argument("--output", type=folder_path, default=Path(default_output),
                         help="folder for runs, tables and plots, replaced as a whole when the new result is complete")
     parser.add_argument("--seed", type=int, default=0, help="random seed (shuffles, torch)")
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="passages per forward pass")
-    parser.add_argument("--max-length", type=positive_int, default=None,
-                        help="token limit per (query, passage) pair (default: the checkpoint's)")
-    add_numerics_arguments(parser)
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_ray_arguments(parser)
+    RerankerSettings.add_arguments(parser)
     return parser
 
 
@@ -464,15 +425,8 @@ def clean_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
         parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
-RAY: dict[str, Any] = {}  # set by configure() from --ray-workers/--ray-address: resolve_models scores on Ray
-
-
 def configure(args: argparse.Namespace) -> None:
-    if args.ray_address is not None and args.ray_workers is None:
-        raise SystemExit("--ray-address needs --ray-workers N")
-    RAY.clear()
-    if args.ray_workers is not None:
-        RAY.update(workers=args.ray_workers, address=args.ray_address)
+    """What belongs to the process: torch's CPU threads and the seed."""
     if args.threads:
         import torch
 

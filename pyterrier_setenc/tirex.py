@@ -5,7 +5,8 @@ from ``$inputDataset`` and writes the run to ``$outputDir``::
 
     python -m pyterrier_setenc.tirex --input $inputDataset --output $outputDir --model /model
 
-``--dtype bfloat16`` and ``--int8`` (int8 linear layers on the CPU; cross-encoders only) go to the re-ranker.
+The re-ranker's settings (``--batch-size``, ``--dtype``, ``--int8``, ``--ray-workers``, ...:
+:class:`pyterrier_setenc.settings.RerankerSettings`) go to the re-ranker.
 Missing folders are taken from ``TIRA_INPUT_DATASET`` and ``TIRA_OUTPUT_DIR``, a missing model from ``SETENC_MODEL``
 (else ``/model``, where the Docker image keeps its checkpoint). The run is written as TIREx normalises runs: queries
 in order, passages by descending score, ranks from 1, at most 1,000 passages a query, one system tag.
@@ -32,17 +33,17 @@ import pyterrier as pt
 
 from . import embedded
 from .atomic import OutputPathError, check_writable
-from .cli import NumericsOptionError, add_numerics_arguments, add_ray_arguments, numerics_options, positive_int
 from .checkpoint import CheckpointError
 from .io import (InputFileError, check_tag, default_tag, find_rerank, normalize_run, read_rerank, tag_from_name,
                  write_run)
+from .settings import RerankerSettings, SettingsError
 from .tirex_image import download_model  # noqa: F401  (tira/Dockerfile imports it from here)
 
 RUN_FILE = "run.txt"
 DEPTH = 1000
 BAKED_MODEL = "/model"
 PROGRAM = "pyterrier_setenc.tirex"
-SETTING_ERRORS = (InputFileError, OutputPathError, CheckpointError, NumericsOptionError, ModuleNotFoundError)
+SETTING_ERRORS = (InputFileError, OutputPathError, CheckpointError, SettingsError, ModuleNotFoundError)
 
 
 class TirexInputError(ValueError):
@@ -102,37 +103,16 @@ def rerank(frame: pd.DataFrame, reranker: pt.Transformer) -> pd.DataFrame:
     return scored[["qid", "docno", "score"]]
 
 
-def reranker_options(model, batch_size: int | None = None, dtype: str = "float32", int8: bool = False) -> dict:
-    """The re-ranker's keyword arguments for a checkpoint; ``int8`` also means the CPU, the only device int8 runs on.
-    An option the checkpoint's re-ranker cannot take is refused (:func:`pyterrier_setenc.cli.numerics_options`)."""
-    options = {"batch_size": batch_size} if batch_size is not None else {}
-    options |= numerics_options(model, dtype=dtype, int8=int8)
-    return options | ({"device": "cpu"} if int8 else {})
-
-
-def load_model(model, batch_size: int | None = None, dtype: str = "float32", int8: bool = False) -> pt.Transformer:
-    """``model`` itself when it is a transformer, else the re-ranker :func:`pyterrier_setenc.load_reranker` fits
-    to the checkpoint, with the options of :func:`reranker_options`."""
-    if isinstance(model, pt.Transformer):
-        if dtype != "float32" or int8:
-            raise NumericsOptionError(f"--dtype and --int8 apply to a checkpoint; {model!r} is a re-ranker already "
-                                      "built")
-        return model
-    from . import load_reranker
-
-    return load_reranker(model, verbose=True, **reranker_options(model, batch_size, dtype, int8))
-
-
 # --- the run ---------------------------------------------------------------------------------------------------------
 
 def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, model, *, tag: str | None = None,
-                batch_size: int | None = None, depth: int = DEPTH, dtype: str = "float32", int8: bool = False) -> Path:
+                depth: int = DEPTH, settings: RerankerSettings | None = None) -> Path:
     """Re-ranks a TIREx ``rerank.jsonl(.gz)`` (a file or the folder holding it) and writes ``output_dir/run.txt``.
 
-    ``model`` is a checkpoint name or folder (loaded with :func:`pyterrier_setenc.load_reranker`, with ``dtype``
-    and ``int8``: see :func:`reranker_options`) or a re-ranker. The output folder (made if missing), the tag, the
-    input and the model are checked before anything is scored; ``run.txt`` is replaced atomically, so a failure
-    leaves an earlier one as it was.
+    ``model`` is a checkpoint name or folder (loaded with ``settings``, :meth:`RerankerSettings.load`, on Ray actors
+    with their shards in ``output_dir`` when ``settings.ray_workers`` is set) or a re-ranker. The output folder (made
+    if missing), the tag, the input, the settings and the model are checked before anything is scored; ``run.txt``
+    is replaced atomically, so a failure leaves an earlier one as it was.
 
     >>> from pyterrier_setenc.tirex import rerank_file
     >>> rerank_file("tirex-input/", "tirex-output/", "webis/set-encoder-base")  # doctest: +SKIP
@@ -143,7 +123,7 @@ def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, mo
     source = find_rerank(input_path)
     frame = read_rerank(source)
     say(f"read {len(frame)} candidates of {frame['qid'].nunique()} queries from {source}")
-    reranker = load_model(model, batch_size, dtype, int8)
+    reranker = (settings or RerankerSettings()).load(model, shard_dir=target.parent)
     say(f"re-ranking with {reranker!r}")
     with naming_lines(frame, source):
         run = normalize_run(rerank(frame, reranker), tag, depth)
@@ -207,12 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default: $TIRA_INPUT_DATASET)")
     parser.add_argument("--output", help="folder for run.txt (default: $TIRA_OUTPUT_DIR)")
     parser.add_argument("--model", help=f"checkpoint name or folder (default: $SETENC_MODEL, else {BAKED_MODEL})")
-    parser.add_argument("--batch-size", type=positive_int, default=None,
-                        help="passages per forward pass (default: the re-ranker's)")
     parser.add_argument("--tag", default=None,
                         help="system tag of the run (default: $SETENC_TAG, else from the model's name)")
-    add_numerics_arguments(parser)
-    add_ray_arguments(parser)
+    RerankerSettings.add_arguments(parser)
     return parser
 
 
@@ -227,16 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         output = resolve_folder(args.output, "TIRA_OUTPUT_DIR", "--output")
         source = resolve_folder(args.input, "TIRA_INPUT_DATASET", "--input")
         model = resolve_model(args.model)
-        if args.ray_address is not None and args.ray_workers is None:
-            raise TirexInputError("--ray-address needs --ray-workers N")
-        numerics = {"dtype": args.dtype, "int8": args.int8}
-        if args.ray_workers is not None:
-            from .ray_rerank import RayReRanker  # Ray is optional: imported when asked for
-
-            model = RayReRanker(model, workers=args.ray_workers, address=args.ray_address, shard_dir=output,
-                                **reranker_options(model, args.batch_size, **numerics))
-            numerics = {}  # the actors' re-rankers take them
-        rerank_file(source, output, model, tag=resolve_tag(args.tag), batch_size=args.batch_size, **numerics)
+        settings = RerankerSettings.from_args(args)
+        rerank_file(source, output, model, tag=resolve_tag(args.tag), settings=settings)
     except (TirexInputError, *SETTING_ERRORS) as error:
         say(f"error: {error}")
         return 1

@@ -151,9 +151,13 @@ def test_precision_benchmark_on_a_tiny_checkpoint(tmp_path, capsys):
     from benchmarks.precision import main as precision_main
     from pyterrier_setenc.io import read_qrels
 
-    precision_main(["--data-dir", str(SLICE), "--collections", "trec-dl-2019", "--queries", "1", "--threads", "1",
-                    "--model", str(FIXTURES / "setenc-int"), "--dtypes", "bfloat16", "--out",
-                    str(tmp_path / "figures.json")])
+    threads = torch.get_num_threads()
+    try:
+        precision_main(["--data-dir", str(SLICE), "--collections", "trec-dl-2019", "--queries", "1", "--threads", "1",
+                        "--model", str(FIXTURES / "setenc-int"), "--dtypes", "bfloat16", "--out",
+                        str(tmp_path / "figures.json")])
+    finally:
+        torch.set_num_threads(threads)  # the command sets the process's threads; later tests run with the default
     figures = json.loads((tmp_path / "figures.json").read_text())
     exact, half = figures["models"]["setenc-int"]
     assert exact["dtype"] == "float32" and exact["mean_tau"] == 1.0 and exact["max_score_change"] == 0

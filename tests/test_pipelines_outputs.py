@@ -27,7 +27,9 @@ from pipelines.data import DataFormatError, load_benchmark
 from pipelines.dl import table1
 from pipelines.evaluation import aggregate, compact, experiment
 from pipelines.output import OutputError, verify_result
+from pyterrier_setenc.settings import RerankerSettings
 
+QUIET = RerankerSettings(verbose=False)
 SETENC = FIXTURES / "setenc-int"
 MONO = FIXTURES / "mono"
 LISTCON = FIXTURES / "listconranker"
@@ -96,15 +98,15 @@ def test_models_named_on_the_command_line_or_after_the_checkpoint(tmp_path):
     for parent in ("set-encoder-run", "mono-run"):
         shutil.copytree(SETENC, tmp_path / parent / "model")
     models = resolve_models([f"ours={SETENC}", tmp_path / "set-encoder-run" / "model",
-                             str(tmp_path / "mono-run" / "model"), str(MONO)], verbose=False)
+                             str(tmp_path / "mono-run" / "model"), str(MONO)], QUIET)
     assert [m.name for m in models] == ["ours", "set-encoder-run/model", "mono-run/model", "mono"]
     assert models[0].identity["checkpoint"] == str(SETENC.resolve())
     with pytest.raises(ValueError, match=r"same row name 'setenc-int'.*--model NAME=PATH"):
-        resolve_models([SETENC, SETENC], verbose=False)
+        resolve_models([SETENC, SETENC], QUIET)
     with pytest.raises(ValueError, match="'bm25'"):
-        resolve_models([f"bm25={SETENC}"], verbose=False, reserved=["bm25"])
+        resolve_models([f"bm25={SETENC}"], QUIET, reserved=["bm25"])
     with pytest.raises(ValueError, match="non-empty name"):
-        resolve_models([f"={SETENC}"], verbose=False)
+        resolve_models([f"={SETENC}"], QUIET)
 
 
 def test_dtype_and_int8_reach_the_rerankers():
@@ -112,15 +114,15 @@ def test_dtype_and_int8_reach_the_rerankers():
 
     from pyterrier_setenc.numerics import Int8Linear
 
-    bf16 = resolve_models([SETENC], dtype="bfloat16", verbose=False)[0]
-    int8 = resolve_models([MONO], int8=True, verbose=False)[0]
+    bf16 = resolve_models([SETENC], RerankerSettings(dtype="bfloat16", verbose=False))[0]
+    int8 = resolve_models([MONO], RerankerSettings(int8=True, verbose=False))[0]
     assert bf16.transformer.dtype == torch.bfloat16 and bf16.identity["dtype"] == "bfloat16"
     quantized = [m for m in int8.transformer.module.modules() if isinstance(m, Int8Linear)]
     assert quantized and int8.identity["int8"] is True
     with pytest.raises(ValueError, match="--int8 quantizes cross-encoders only.*ListConRanker"):
-        resolve_models([LISTCON], int8=True, verbose=False)
+        resolve_models([LISTCON], RerankerSettings(int8=True, verbose=False))
     with pytest.raises(ValueError, match="dtype must be one of float32, bfloat16, float16, auto"):
-        resolve_models([SETENC], dtype="half", verbose=False)
+        RerankerSettings(dtype="half")
 
 
 @pytest.mark.parametrize("instructions,expected", [(True, "bfloat16"), (False, "float32")])
@@ -130,7 +132,7 @@ def test_dtype_auto_is_stored_as_what_ran(monkeypatch, instructions, expected):
     import pyterrier_setenc.precision as precision
 
     monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: instructions)
-    model = resolve_models([SETENC], dtype="auto", device="cpu", verbose=False)[0]
+    model = resolve_models([SETENC], RerankerSettings(dtype="auto", device="cpu", verbose=False))[0]
     assert model.identity["dtype"] == expected and str(model.transformer.dtype) == f"torch.{expected}"
 
 

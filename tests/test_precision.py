@@ -13,7 +13,7 @@ import pyterrier_setenc.precision as precision
 from conftest import FIXTURES
 from pyterrier_setenc import CrossEncoder, SetEncoderReRanker, embedded
 from pyterrier_setenc.batching import DEFAULT_TOKEN_BUDGET, GPU_TOKEN_BUDGET, token_budget_for
-from pyterrier_setenc.cli import NumericsOptionError, add_numerics_arguments, numerics_options
+from pyterrier_setenc.settings import RerankerSettings, SettingsError
 from pyterrier_setenc.precision import has_precision, resolve_dtype, set_precision
 
 pytestmark = pytest.mark.numerics
@@ -95,12 +95,12 @@ def test_token_budget_per_device():
 
 def test_command_line_dtypes():
     parser = argparse.ArgumentParser()
-    add_numerics_arguments(parser)
+    RerankerSettings.add_arguments(parser)
     for name in ("auto", "float16", "bfloat16", "float32"):
-        assert parser.parse_args(["--dtype", name]).dtype == name
-    assert numerics_options("model", dtype="auto") == {"dtype": "auto"}
-    with pytest.raises(NumericsOptionError, match="--int8.*--dtype auto"):
-        numerics_options("model", dtype="auto", int8=True)
+        assert RerankerSettings.from_args(parser.parse_args(["--dtype", name])).dtype == name
+    assert RerankerSettings(dtype="auto").reranker_kwargs("model")["dtype"] == "auto"
+    with pytest.raises(SettingsError, match="--int8.*--dtype auto"):
+        RerankerSettings.from_args(parser.parse_args(["--dtype", "auto", "--int8"]))
 
 
 def test_listconranker_in_half_precision(dl19):

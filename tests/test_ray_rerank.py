@@ -199,15 +199,11 @@ def test_a_bad_row_raises_the_re_rankers_own_error(ray_cluster, lists):
 
 
 def test_pipelines_options_score_the_checkpoints_on_ray():
-    from pipelines.common import RAY, base_parser, configure, resolve_models
+    from pipelines.common import ExperimentOptions, base_parser, resolve_models
 
     args = base_parser("pipelines", "test", "out").parse_args(
-        ["--model", f"small={FIXTURES / 'mono'}", "--ray-workers", "3", "--ray-address", "auto"])
-    configure(args)
-    try:
-        [model] = resolve_models(args.model, verbose=False)
-    finally:
-        RAY.clear()
+        ["--model", f"small={FIXTURES / 'mono'}", "--ray-workers", "3", "--ray-address", "auto", "--quiet"])
+    [model] = resolve_models(args.model, ExperimentOptions.from_args(args))
     assert model.name == "small" and isinstance(model.transformer, RayReRanker)
     assert (model.transformer.workers, model.transformer.address) == (3, "auto")
     assert model.transformer.model == str(FIXTURES / "mono")

@@ -30,6 +30,7 @@ from tira.third_party_integrations import extract_to_be_executed_notebook_from_c
 from tira.third_party_integrations import normalize_run as tira_normalize_run
 
 from agreement import check_scores, config_depth, depth
+from pyterrier_setenc.tolerance import score_tolerance
 from conftest import FIXTURES, REPO, SLICE, build_hf_cross_encoder, lock_pins
 from pyterrier_setenc import SetEncoderReRanker
 from pyterrier_setenc.tirex import main, rerank_file
@@ -463,15 +464,25 @@ def test_a_killed_run_leaves_the_earlier_or_the_complete_new_result(tmp_path):
         assert "run.txt" in names
         assert all(re.fullmatch(r"\.run\.txt\.\d+\.[0-9a-f]{8}\.tmp", name) for name in names if name != "run.txt")
         content = (output / "run.txt").read_text()
-        assert content in (earlier, new), content[:200]
-        outcomes[point] = "new" if content == new else "earlier"
+        assert content == earlier or same_run(content, new, model), content[:200]
+        outcomes[point] = "earlier" if content == earlier else "new"
         if point == "before-rename":
             assert len(names) == 2 and content == earlier  # the complete new run waits beside it, never half
-            assert (output / names[0]).read_text() == new
+            assert same_run((output / names[0]).read_text(), new, model)
     assert outcomes["finished"] == "new"
     output = tmp_path / "out-before-rename"
     assert main([*arguments, "--output", str(output)]) == 0
-    assert os.listdir(output) == ["run.txt"] and (output / "run.txt").read_text() == new
+    assert os.listdir(output) == ["run.txt"] and same_run((output / "run.txt").read_text(), new, model)
+
+
+def same_run(text: str, reference: str, model: Path) -> bool:
+    """Whether ``text`` is the complete ``reference`` run: the same lines but for float32 rounding of the scores
+    (another process sums in another order when MKL gives it fewer threads on a loaded machine)."""
+    lines, expected = [line.split() for line in text.splitlines()], [line.split() for line in reference.splitlines()]
+    if len(lines) != len(expected) or any(a[:4] + a[5:] != b[:4] + b[5:] for a, b in zip(lines, expected)):
+        return False
+    scores, golden = [float(a[4]) for a in lines], [float(b[4]) for b in expected]
+    return max(abs(a - b) for a, b in zip(scores, golden)) <= score_tolerance(scores + golden, config_depth(model))
 
 
 def instructions(path: Path) -> dict[str, list[str]]:
@@ -673,7 +684,7 @@ def test_numerics_options_reach_the_ray_actors(tmp_path, monkeypatch, hf_model):
     class InProcessPool(pt.Transformer):
         def __init__(self, model, **options):
             self.options = options
-            self.reranker = __import__("pyterrier_setenc").load_reranker(model, verbose=False, **{
+            self.reranker = __import__("pyterrier_setenc").load_reranker(model, **{
                 key: value for key, value in options.items() if key not in ("workers", "address", "shard_dir")})
 
         def transform(self, inp):
@@ -711,8 +722,8 @@ def test_numerics_options_a_model_cannot_take_are_refused(tmp_path, capsys, hf_m
 
 
 def test_numerics_options_for_a_built_reranker_are_refused(tmp_path):
-    from pyterrier_setenc.cli import NumericsOptionError
+    from pyterrier_setenc.settings import RerankerSettings, SettingsError
 
-    with pytest.raises(NumericsOptionError, match="apply to a checkpoint"):
-        rerank_file(SAMPLE, tmp_path, LengthScorer(), tag="t", int8=True)
+    with pytest.raises(SettingsError, match="apply to a checkpoint"):
+        rerank_file(SAMPLE, tmp_path, LengthScorer(), tag="t", settings=RerankerSettings(int8=True))
     assert not (tmp_path / "run.txt").exists()
