@@ -220,13 +220,11 @@ def rerank(model: Model, inputs: pd.DataFrame, folder: ResultFolder | None, stem
 def with_tail(reranked: pd.DataFrame, first_stage: pd.DataFrame) -> pd.DataFrame:
     """``reranked ^ first_stage``: the re-ranked candidates, then the first stage's other results below them in
     their order (PyTerrier's concatenation), so that deep measures compare lists of the same length."""
-    from pyterrier._ops import Concatenate
-
     reranked_pairs = pd.MultiIndex.from_frame(reranked[["qid", "docno"]])
     if pd.MultiIndex.from_frame(first_stage[["qid", "docno"]]).isin(reranked_pairs).all():
         return reranked  # nothing below the re-ranked candidates
     topics = first_stage[["qid"]].drop_duplicates()
-    return Concatenate(StoredRun(reranked, "reranked"), StoredRun(first_stage, "first stage")).transform(topics)
+    return (StoredRun(reranked, "reranked") ^ StoredRun(first_stage, "first stage")).transform(topics)
 
 
 def seed_everything(seed: int) -> None:

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from pyterrier_setenc.atomic import atomic_folder, atomic_write, current_umask
 from pyterrier_setenc.model import CrossEncoder
+from pyterrier_setenc.precision import DTYPES, dtype_name
 
 from .model import copy_tokenizer_files, load_model
 
@@ -24,7 +25,7 @@ _TOKENIZER_CLASS = {"set-encoder": "SetEncoderTokenizer", "mono": "CrossEncoderT
 _BACKBONE_TOKENIZER = {"bert": "BertTokenizerFast", "electra": "ElectraTokenizerFast"}
 
 
-DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+STORED_DTYPES = ("float32", "float16", "bfloat16")  # the types a checkpoint is stored in (names of precision.DTYPES)
 
 
 def lightning_ir_state_dict(model: CrossEncoder, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
@@ -40,14 +41,14 @@ def save_checkpoint(model: CrossEncoder, folder: str | os.PathLike, dtype: torch
     """Writes the checkpoint into ``folder`` atomically (:func:`pyterrier_setenc.atomic.atomic_folder`: a staging
     folder beside it, then swapped in); ``dtype`` (float32, float16 or bfloat16) is the dtype of the stored
     weights."""
-    if dtype not in DTYPE_NAMES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPE_NAMES.values())}, not {dtype!r}")
+    if dtype_name(dtype) not in STORED_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(STORED_DTYPES)}, not {dtype!r}")
     if model.kind not in _TOKENIZER_CLASS:
         raise ValueError(f"only set-encoder and mono models are saved in lightning-ir's format, not {model.kind!r}")
     folder = Path(folder)
     with atomic_folder(folder) as staging:
         config = dict(model.config)
-        config["dtype"] = DTYPE_NAMES[dtype]
+        config["dtype"] = dtype_name(dtype)
         with open(staging / "config.json", "w", encoding="utf-8") as file:
             json.dump(config, file, indent=2, sort_keys=True)
         weights = staging / "model.safetensors"
@@ -79,9 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Re-save a lightning-ir set-encoder/mono checkpoint.")
     parser.add_argument("source", help="a checkpoint folder written by the trainer")
     parser.add_argument("target", help="the folder to write (replaced atomically)")
-    parser.add_argument("--dtype", choices=sorted(DTYPE_NAMES.values()), default="float16")
+    parser.add_argument("--dtype", choices=sorted(STORED_DTYPES), default="float16")
     args = parser.parse_args(argv)
-    dtype = {name: value for value, name in DTYPE_NAMES.items()}[args.dtype]
+    dtype = DTYPES[args.dtype]
     card = Path(args.target) / "README.md"
     keep = card.read_text(encoding="utf-8") if card.is_file() else None
     save_checkpoint(load_model(args.source), args.target, dtype=dtype)
