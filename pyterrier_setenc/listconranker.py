@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from .batching import list_batches
 from .listconranker_model import ListConRankerModel
 from .reranker import ReRanker, check_flag, check_model_argument, check_positive_or_none, place
 
@@ -69,10 +67,6 @@ class ListConRankerReRanker(ReRanker):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, iterative={self.iterative})"
-
-    def batches(self, query_rows: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
-        for batch in list_batches([len(rows) for rows in query_rows], self.batch_size):
-            yield [query_rows[number] for number in batch]
 
     def score_lists(self, queries: list[str], lists: list[list[str]]) -> list[np.ndarray]:
         return self.module.score_lists(queries, lists, self.iterative)

@@ -32,6 +32,7 @@ import pyterrier as pt
 import torch
 from torch import nn
 
+from .batching import list_batches
 from .model import CrossEncoder
 from .numerics import quantize_int8
 from .precision import has_precision, resolve_dtype, set_precision
@@ -246,7 +247,7 @@ class ReRanker(pt.Transformer):
 
     A subclass loads its model into :attr:`module` (the given ``model`` argument is kept as it was given, so
     ``pt.inspect.transformer_attributes`` and ``transformer_apply_attributes`` work), and implements
-    :meth:`batches` (which queries' lists share a forward pass) and :meth:`score_lists`.
+    :meth:`score_lists`; a pointwise one may also batch otherwise than whole lists (:meth:`batches`).
     """
 
     #: whether a passage's score depends on the other passages of its list (then caches must key on the whole list)
@@ -275,9 +276,10 @@ class ReRanker(pt.Transformer):
         return f"{type(self).__name__}({self.name!r})"
 
     def batches(self, query_rows: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
-        """The row indices of each query's list (``query_rows``), in batches of one forward pass each (a list may be
-        split only if not listwise)."""
-        raise NotImplementedError
+        """The row indices of each query's list (``query_rows``), in batches of one forward pass each: whole lists,
+        up to ``batch_size`` passages together (a longer list alone); a pointwise re-ranker may split them."""
+        for batch in list_batches([len(rows) for rows in query_rows], self.batch_size):
+            yield [query_rows[number] for number in batch]
 
     def score_lists(self, queries: list[str], lists: list[list[str]]) -> list[np.ndarray]:
         """Scores (float64) of each query's passages, for the lists of one forward pass."""

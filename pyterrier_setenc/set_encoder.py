@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import numpy as np
-
-from .batching import list_batches
 from .reranker import CrossEncoderReRanker
 
 
@@ -30,7 +25,3 @@ class SetEncoderReRanker(CrossEncoderReRanker):
     def listwise(self) -> bool:
         """True for Set-Encoder checkpoints (a passage's score depends on its whole list), False for pointwise ones."""
         return bool(self.module.listwise)
-
-    def batches(self, query_rows: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
-        for batch in list_batches([len(rows) for rows in query_rows], self.batch_size):
-            yield [query_rows[number] for number in batch]
