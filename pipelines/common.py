@@ -10,7 +10,7 @@ import os
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -283,9 +283,8 @@ class ExperimentOptions(RerankerSettings):
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ExperimentOptions:
-        reranker = RerankerSettings.from_args(args)
         return cls(data_dir=args.data_dir, cache_dir=args.cache_dir, queries=args.queries, output=args.output,
-                   seed=args.seed, **{f.name: getattr(reranker, f.name) for f in fields(RerankerSettings)})
+                   seed=args.seed, **asdict(RerankerSettings.from_args(args)))
 
 
 class ExperimentRun:
