@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 Dtype = Literal["float32", "bfloat16", "float16", "auto"]
-DTYPES: tuple[str, ...] = get_args(Dtype)  # what --dtype offers (.precision says what each means)
+DTYPE_CHOICES: tuple[str, ...] = get_args(Dtype)  # what --dtype offers (.precision.DTYPES maps the types)
 
 
 class SettingsError(ValueError):
@@ -75,8 +75,8 @@ class RerankerSettings:
                                       or value < least):
                 raise SettingsError(f"--{name.replace('_', '-')} must be an integer of at least {least}, "
                                     f"got {value!r}")
-        if self.dtype not in DTYPES:
-            raise SettingsError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise SettingsError(f"--dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
         if self.int8 and self.dtype != "float32":
             raise SettingsError(f"--int8 quantizes float32 models; it cannot go with --dtype {self.dtype}")
         if self.ray_address is not None and self.ray_workers is None:
@@ -92,7 +92,7 @@ class RerankerSettings:
         parser.add_argument("--max-length", type=positive_int, default=None,
                             help="token limit per (query, passage) pair (default: the checkpoint's)")
         parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-        parser.add_argument("--dtype", choices=DTYPES, default=defaults.dtype,
+        parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=defaults.dtype,
                             help="numbers the re-rankers compute with: float32 (reproduces the published scores), "
                                  "bfloat16 or float16 (half precision, scoring head in float32), auto (bfloat16 on "
                                  "a GPU or a CPU with bfloat16 instructions, else float32; float16 on older GPUs)")
