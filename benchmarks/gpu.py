@@ -19,18 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.inference import RERANK, max_difference, mean_kendall_tau, print_table, run_worker
+from benchmarks.inference import (RERANK, Bench, max_difference, mean_kendall_tau, passage_pool, print_table,
+                                  run_worker)
 
 OURS = {"set-encoder": "float32", "set-encoder-bf16": "bfloat16", "set-encoder-fp16": "float16", "mono": "float32"}
 REFERENCE = {"lightning-ir": "float32", "lightning-ir bf16-mixed": "bf16-mixed"}
-
-
-def passage_pool(texts: dict[str, str], size: int) -> list[str]:
-    """``size`` distinct passages of DL19's candidates, in the order they occur."""
-    pool = list(dict.fromkeys(texts.values()))
-    if len(pool) < size:
-        raise ValueError(f"DL19's candidates hold {len(pool)} distinct passages, fewer than {size}")
-    return pool[:size]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,8 +81,9 @@ def main(argv: list[str] | None = None) -> None:
                  "max |score diff| vs lightning-ir float32", "mean Kendall tau vs ours float32"], rows)
 
     memory_rows = []
+    bench = Bench(checkpoint, args.workdir, 1, args.reference_python, queries, ranked, texts, qids)
     for size in (int(n) for n in args.memory_sizes.split(",")):
-        docs = passage_pool(texts, size)
+        docs = passage_pool(bench, args.data_dir, size)[:size]
         row = [str(size)]
         for system in ("set-encoder", "set-encoder-bf16"):
             report = run_worker([*ours, system], checkpoint, query_texts[:1], [docs], args.workdir)
