@@ -12,7 +12,7 @@ Each experiment is a module with a command line (``python -m pipelines.NAME --he
 from importlib import import_module
 
 EXPORTS = {"Benchmark": "data", "DataFileError": "data", "DataFormatError": "data", "StoredRun": "data",
-           "load_benchmark": "data", "read_run": "data", "resolve_data_dir": "data", "table1": "dl",
+           "load_benchmark": "data", "resolve_data_dir": "data", "table1": "dl",
            "permutation": "permutation", "depth_sweep": "depth", "corpora": "corpora"}
 __all__ = sorted(EXPORTS)
 

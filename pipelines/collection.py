@@ -82,52 +82,19 @@ def canonical_name(name: str) -> str:
     return ALIASES.get(lowered, lowered)
 
 
-# --- readers of the offline formats -----------------------------------------------------------------------------
-# One strict reader for every file of the project (pyterrier_setenc.io, shared with TIREx): each problem in a file is
-# a DataFormatError naming the file, the line and what is wrong.
+# --- the offline files ----------------------------------------------------------------------------------------
+# Every file of the data folder is read by pyterrier_setenc.io (shared with TIREx and training): each problem in a
+# file is a DataFormatError naming the file, the line and what is wrong.
 
 DataFormatError = io.InputFileError
-
-
-def require_file(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise DataFileError(f"missing {what}: looked for {path}")
-    return path
-
-
-def read_topics(path: Path) -> pd.DataFrame:
-    """``qid<TAB>query`` lines as a frame with string columns ``qid`` and ``query``, in file order."""
-    return io.read_topics(require_file(path, "topics file")).reset_index(drop=True)
-
-
-def read_qrels(path: Path) -> pd.DataFrame:
-    """TREC qrels (``qid 0 docno label``) as a frame with columns ``qid``, ``docno`` (strings) and ``label`` (int)."""
-    return io.read_qrels(require_file(path, "qrels file")).reset_index(drop=True)
-
-
-def read_run(path: str | os.PathLike) -> pd.DataFrame:
-    """A TREC run (``qid Q0 docno rank score tag``) as a result frame (``qid``, ``docno``, ``score``, ``rank``;
-    ranks 0-based by descending score, as PyTerrier numbers them)."""
-    frame = io.read_run(require_file(Path(path), "run file"))[["qid", "docno", "score"]]
-    return pt.model.add_ranks(frame).sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
-
-
 RERANK_COLUMNS = ["qid", "query", "docno", "text", "rank", "score"]
 
 
-def read_rerank(path: Path) -> pd.DataFrame:
-    """A TIREx re-rank file (JSON lines with ``qid``, ``query``, ``docno``, ``text``, ``rank`` 1-based, ``score``)
-    as a result frame in first-stage order, ranks 0-based (without ``rank``: file order; without ``score``: minus
-    the rank)."""
-    frame = io.read_rerank(require_file(path, "first-stage file"))
-    if "rank" not in frame.columns or frame["rank"].isna().any():
-        frame["rank"] = frame.groupby("qid", sort=False).cumcount() + 1
-    if "score" not in frame.columns or frame["score"].isna().any():
-        frame["score"] = -frame["rank"].astype("float64")
-    frame = frame.astype({"score": "float64", "rank": "int64"})[RERANK_COLUMNS]
-    frame = frame.sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
-    frame["rank"] = frame.groupby("qid", sort=False).cumcount()
-    return frame
+def require_file(path: Path, what: str) -> Path:
+    """``path`` when it is a file, else a :class:`DataFileError` naming what was looked for where."""
+    if not path.is_file():
+        raise DataFileError(f"missing {what}: looked for {path}")
+    return path
 
 
 # --- transformers ------------------------------------------------------------------------------------------------
@@ -136,7 +103,7 @@ class StoredRun(pt.Transformer):
     """A first stage read from a file: returns the stored candidates of each input query, in stored order, with the
     input's query text.
 
-    >>> first_stage = StoredRun(read_rerank(Path("trec-dl-2019/bm25-top100.rerank.jsonl.gz")))  # doctest: +SKIP
+    >>> first_stage = StoredRun(io.read_rerank("trec-dl-2019/bm25-top100.rerank.jsonl.gz"))  # doctest: +SKIP
     >>> candidates = (first_stage % 10)(topics)  # doctest: +SKIP
     """
 
@@ -216,6 +183,6 @@ class Benchmark:
             where = f" or {self.folder}/{Path(name_or_path).name}.run" if self.folder else ""
             raise DataFileError(f"missing reference run: looked for {Path(name_or_path)}{where}; runs available "
                                 f"for {self.name}: {available or 'none'}")
-        run = read_run(path)
+        run = io.read_run(path)
         run = run[run["qid"].isin(set(self.topics["qid"]))].reset_index(drop=True)
         return path.stem, run

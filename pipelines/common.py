@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from pyterrier_setenc import io
 from pyterrier_setenc.settings import RerankerSettings, positive_int
 
 from .data import (CACHE_DIR_ENV, DATA_DIR_ENV, DEFAULT_CANDIDATES, Benchmark, DataFormatError, StoredRun,
                    load_benchmark)
-from .output import CACHE, OutputError, ResultFolder, markdown_table, safe_name, write_run, write_table
+from .output import CACHE, OutputError, ResultFolder, markdown_table, safe_name, write_table
 
 ModelsArg = Mapping[str, pt.Transformer | str | os.PathLike] | Sequence[str | os.PathLike | pt.Transformer]
 CORRECTIONS = ("holm", "bonferroni", "sidak", "holm-sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by",
@@ -211,7 +212,7 @@ def rerank(model: Model, inputs: pd.DataFrame, folder: ResultFolder | None, stem
         stored = folder.lookup(stem, key)
         if stored is not None:
             return stored
-    results = model.transformer(inputs)
+    results = io.rank_results(model.transformer(inputs)[["qid", "docno", "score"]])  # as a stored one reads back
     if folder is not None:
         folder.store(stem, results, key, {"model": model.name, "identity": model.identity})
     return results
@@ -348,7 +349,7 @@ class ExperimentRun:
     def write_runs(self, runs: Mapping[str, pd.DataFrame], folder: str = "runs") -> None:
         """Each run as ``FOLDER/NAME.run`` (a file-name-safe NAME), tagged with its name."""
         for name, run in runs.items():
-            write_run(self.path(f"{folder}/{safe_name(name)}.run"), run, name)
+            io.write_run(self.path(f"{folder}/{safe_name(name)}.run"), run, safe_name(name))
 
     def write_table(self, stem: str, table: pd.DataFrame, markdown: pd.DataFrame | None = None,
                     title: str | None = None) -> None:

@@ -13,19 +13,20 @@ from pathlib import Path
 
 import pyterrier as pt
 
+from pyterrier_setenc import io
+
 from .bm25 import corpus_bm25
 from .collection import (ALIASES, BENCHMARKS, CACHE_DIR_ENV, DATA_DIR_ENV, DEFAULT_CANDIDATES, MSMARCO_PISA_INDEX,
                          RERANK_COLUMNS, AddText, Benchmark, BenchmarkSpec, DataFileError, DataFormatError, StoredRun,
-                         canonical_name, read_qrels, read_rerank, read_run, read_topics,
-                         require_file, resolve_cache_dir, resolve_data_dir)
+                         canonical_name, require_file, resolve_cache_dir, resolve_data_dir)
 from .online import load_online
 
-# the registry, readers and the Benchmark record live in pipelines.collection; they are named here too
+# the registry and the Benchmark record live in pipelines.collection; they are named here too (files are read by
+# pyterrier_setenc.io)
 __all__ = ["ALIASES", "BENCHMARKS", "CACHE_DIR_ENV", "DATA_DIR_ENV", "DEFAULT_CANDIDATES", "MSMARCO_PISA_INDEX",
            "RERANK_COLUMNS", "AddText", "Benchmark", "BenchmarkSpec", "DataFileError", "DataFormatError", "StoredRun",
            "available_first_stages", "canonical_name", "first_stage_files", "load_benchmark", "load_offline",
-           "offline_benchmarks", "read_qrels", "read_rerank", "read_run", "read_topics",
-           "require_file", "resolve_cache_dir", "resolve_data_dir"]
+           "offline_benchmarks", "require_file", "resolve_cache_dir", "resolve_data_dir"]
 
 
 def first_stage_files(folder: Path, name: str) -> list[Path]:
@@ -54,11 +55,11 @@ def load_offline(name: str, data_dir: Path, first_stage: str = "bm25", *, cache_
     if not folder.is_dir():
         known = ", ".join(BENCHMARKS)
         raise DataFileError(f"missing benchmark folder for {name!r}: looked for {folder} (known benchmarks: {known})")
-    topics = read_topics(folder / "topics.tsv")
-    qrels = read_qrels(folder / "qrels.txt")
+    topics = io.read_topics(require_file(folder / "topics.tsv", "topics file"))
+    qrels = io.read_qrels(require_file(folder / "qrels.txt", "qrels file"))
     stored = next((path for path in first_stage_files(folder, first_stage) if path.is_file()), None)
     if stored is not None:
-        transformer: pt.Transformer = StoredRun(read_rerank(stored), name=f"{name}/{stored.name}")
+        transformer: pt.Transformer = StoredRun(io.read_rerank(stored)[RERANK_COLUMNS], name=f"{name}/{stored.name}")
         source = str(stored)
     elif first_stage == "bm25" and (folder / "docs.jsonl.gz").is_file():
         transformer = corpus_bm25(name, folder / "docs.jsonl.gz", resolve_cache_dir(cache_dir), candidates)

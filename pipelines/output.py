@@ -20,10 +20,11 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 
+from pyterrier_setenc import io
 from pyterrier_setenc.atomic import atomic_write, replace_folder
 
 MANIFEST = "manifest.json"
@@ -33,20 +34,6 @@ CACHE = "cache"
 def safe_name(name: str) -> str:
     """A file-name-safe version of a system name (``org/model@10`` -> ``org__model@10``)."""
     return re.sub(r"[^A-Za-z0-9@+=.,_-]+", "_", name.replace("/", "__")).strip("._") or "run"
-
-
-def write_run(path: Path, results: pd.DataFrame, tag: str) -> Path:
-    """A result frame as a TREC run (``qid Q0 docno rank score tag``, ranks from 1 by descending score; scores with
-    all the digits of a float64, so reading the run back gives the same scores)."""
-    tag = safe_name(tag)
-    ordered = results.sort_values(["qid", "score"], ascending=[True, False], kind="stable")
-    ranks = ordered.groupby("qid", sort=False).cumcount() + 1
-
-    def write(file: IO) -> None:
-        for qid, docno, rank, score in zip(ordered["qid"], ordered["docno"], ranks, ordered["score"]):
-            file.write(f"{qid} Q0 {docno} {rank} {float(score)!r} {tag}\n")
-
-    return atomic_write(path, write)
 
 
 def format_cell(value) -> str:
@@ -174,15 +161,9 @@ class ResultFolder:
     # reusable model outputs
 
     def store(self, stem: str, results: pd.DataFrame, key: str | None, description: Mapping[str, Any]) -> None:
-        """Stores a model's output (as a TREC run with exact scores and the model's ranks) with the key it was
-        computed under: ``STEM.run`` and ``STEM.json``, written as soon as the output exists."""
-        frame = results[["qid", "docno", "score", "rank"]]
-
-        def write(file: IO) -> None:
-            for qid, docno, score, rank in frame.itertuples(index=False):
-                file.write(f"{qid} Q0 {docno} {int(rank) + 1} {float(score)!r} stored\n")
-
-        atomic_write(self.path(f"{stem}.run"), write)
+        """Stores a model's output (a TREC run with exact scores, :func:`pyterrier_setenc.io.write_run`) with the key
+        it was computed under: ``STEM.run`` and ``STEM.json``, written as soon as the output exists."""
+        io.write_run(self.path(f"{stem}.run"), results, "stored")
         info = {"key": key, **description}
         atomic_write(self.path(f"{stem}.json"), lambda file: json.dump(info, file, indent=1, default=str))
         self.stored.add(stem)
@@ -198,13 +179,9 @@ class ResultFolder:
                 info = json.loads(info_path.read_text(encoding="utf-8"))
                 if info.get("key") != key:
                     continue
-                frame = pd.read_csv(run_path, sep=" ", header=None, names=["qid", "Q0", "docno", "rank", "score",
-                                                                            "tag"],
-                                    dtype={"qid": str, "docno": str}, keep_default_na=False)
+                frame = io.read_run(run_path)
             except (OSError, ValueError):
                 continue  # missing or damaged: compute again
-            frame = frame[["qid", "docno", "score", "rank"]].astype({"score": "float64", "rank": "int64"})
-            frame["rank"] -= 1
             if folder is self.final:
                 self.store(stem, frame, key, {k: v for k, v in info.items() if k != "key"})
             self.stored.add(stem)

@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 from ir_measures import nDCG
 
+from pyterrier_setenc import io
+
 from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, add_benchmark_arguments,
                      base_parser, models_of, positive_int, run_command)
 from .data import canonical_name
 from .evaluation import experiment, parse_measures
 from .orderings import UNJUDGED, invariance, ordering_kind, orderings, proportions, rank_change_counts
-from .output import atomic_write, safe_name, save_figure, write_run
+from .output import atomic_write, safe_name, save_figure
 from .plots import ordering_figure, rank_change_figure
 
 INPUT_ROW = "input order"
@@ -97,10 +99,10 @@ def write_outputs(run: ExperimentRun, name: str, depth: int, inputs: dict[str, p
     """Runs, tables, matrices and figures of the experiment into the run's output folder."""
     extras = result.extras
     for order, frame in inputs.items():
-        write_run(run.path(f"runs/input__{order}.run"), frame, f"input-{order}")
+        io.write_run(run.path(f"runs/input__{order}.run"), frame, safe_name(f"input-{order}"))
     for model in outputs:
         for order, frame in outputs[model].items():
-            write_run(run.path(f"runs/{safe_name(model)}__{order}.run"), frame, f"{model}-{order}")
+            io.write_run(run.path(f"runs/{safe_name(model)}__{order}.run"), frame, safe_name(f"{model}-{order}"))
         write_matrices(run.path(f"rank-change-{safe_name(model)}.csv"), extras["matrices"][model])
         figure = rank_change_figure(extras["matrices"][model], f"{model}: rank changes ({name}, top {depth})", depth)
         save_figure(figure, run.path(f"rank-change-{safe_name(model)}.png"))

@@ -4,13 +4,23 @@ that names the file, the line and what is wrong with it; runs are written atomic
 =======================  =====================================================  ==================================
 format                   lines                                                  reader returns
 =======================  =====================================================  ==================================
-``rerank.jsonl(.gz)``    JSON objects with ``qid``, ``query``, ``docno``,       :func:`read_rerank`: a frame
+``rerank.jsonl(.gz)``    JSON objects with ``qid``, ``query``, ``docno``,       :func:`read_rerank`: a result frame
                          ``text`` (``rank``, ``score`` optional)
 TREC qrels               ``qid 0 docno label``                                  :func:`read_qrels`: a frame
-TREC run                 ``qid Q0 docno rank score tag``                        :func:`read_run`: a frame
+TREC run                 ``qid Q0 docno rank score tag``                        :func:`read_run`: a result frame;
+                                                                                :func:`write_run` writes one
 topics (``.tsv``)        ``qid<TAB>query``                                      :func:`read_topics`: a frame
 ``docs.jsonl(.gz)``      JSON objects with ``docno``, ``text`` (``title``)      :func:`read_docs`: docno -> text
 =======================  =====================================================  ==================================
+
+This module is the project's only reader and writer of these formats: the TIREx entry point, Ray, ``pipelines``
+(inputs, written runs and the stored model outputs it reuses), ``training`` and the benchmarks all use it.
+
+**One convention for rankings.** Every result frame handed out (:func:`read_run`, :func:`read_rerank`) follows
+PyTerrier's: ``rank`` is 0-based. A run is ranked by one rule, :func:`rank_results`: by descending score, ties by
+descending docno (the order ``trec_eval`` and TIREx give ties), and it is written in that order, so a run read back
+from :func:`write_run` is the frame that was written. A re-rank file keeps its first stage's order (its ``rank``
+field, else the order of its lines).
 
 Files ending in ``.gz`` are read as gzip, all files as UTF-8; blank lines are skipped. A JSON string with a lone
 surrogate escape (``"\\ud800"``) is refused: it is not Unicode text, no tokenizer encodes it and pandas' string
@@ -35,7 +45,7 @@ import math
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -193,17 +203,19 @@ def find_rerank(location: str | os.PathLike) -> Path:
 
 
 def read_rerank(path: str | os.PathLike) -> pd.DataFrame:
-    """The candidates of a TIREx ``rerank.jsonl(.gz)``, one row a line in file order: ``qid``, ``query``,
-    ``docno``, ``text`` (a string, or ``None`` for JSON ``null``), the line's other fields (``rank``, ``score``,
-    ...; TIREx's ``original_query``/``original_document`` dropped) and the ``line`` number.
+    """The candidates of a TIREx ``rerank.jsonl(.gz)`` as a result frame in first-stage order: ``qid``, ``query``,
+    ``docno``, ``text`` (a string, or ``None`` for JSON ``null``), ``rank`` (0-based: the order of the lines' 1-based
+    ``rank`` fields, or of the lines themselves when a line has none), ``score`` (the lines' ``score``, or minus the
+    1-based rank when a line has none), the lines' other fields (TIREx's ``original_query``/``original_document``
+    dropped) and the ``line`` number. Queries keep the order in which they first occur.
 
     Every line needs the four fields; ids follow the module's rule; ``query`` is a non-empty string; ``rank``, when
     given, an integer and ``score`` a finite number; a docno occurs once in a query's list and a qid has one query
     text. Anything else is an :class:`InputFileError` that names the file and the line(s).
 
-    >>> read_rerank("tirex-sample/rerank.jsonl.gz")[["qid", "docno", "line"]].head(1)  # doctest: +SKIP
-      qid docno  line
-    0   1  8172     1
+    >>> read_rerank("tirex-sample/rerank.jsonl.gz")[["qid", "docno", "rank", "line"]].head(1)  # doctest: +SKIP
+      qid docno  rank  line
+    0   1  8172     0     1
     """
     path = Path(path)
     rows = []
@@ -238,26 +250,60 @@ def read_rerank(path: str | os.PathLike) -> pd.DataFrame:
         qid = queries[queries > 1].index[0]
         raise InputFileError(f"{path}: qid {qid!r} has more than one query text "
                              f"(lines {frame[frame['qid'] == qid]['line'].tolist()[:10]})")
+    return _first_stage_order(frame)
+
+
+def _first_stage_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """A re-rank file's rows by query (first occurrence), then by 1-based ``rank`` (all lines have one) or line;
+    ``rank`` made 0-based and ``score`` filled in (minus the 1-based rank) when a line has none."""
+    ranked = "rank" in frame.columns and not frame["rank"].isna().any()
+    position = frame["rank"] if ranked else frame.groupby("qid", sort=False).cumcount()
+    order = np.lexsort((position.to_numpy(), pd.factorize(frame["qid"])[0]))
+    frame = frame.iloc[order].reset_index(drop=True)
+    frame["rank"] = frame.groupby("qid", sort=False).cumcount().astype("int64")
+    if "score" not in frame.columns or frame["score"].isna().any():
+        frame["score"] = -(frame["rank"] + 1).astype("float64")
+    frame["score"] = frame["score"].astype("float64")
     return frame
+
+
+def write_rerank(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) -> Path:
+    """Writes candidate rows (``qid``, ``query``, ``docno``, ``text`` and any further fields, e.g. ``rank`` and
+    ``score``) as a ``rerank.jsonl`` file, gzip when ``path`` ends in ``.gz`` (with no timestamp, so equal rows give
+    equal bytes), atomically; :func:`read_rerank` reads it back. A row without the four fields is a ValueError.
+
+    >>> write_rerank("lists.rerank.jsonl.gz", [{"qid": "1", "query": "q", "docno": "d", "text": "t"}])  # doctest: +SKIP
+    """
+    lines = []
+    for number, row in enumerate(rows, start=1):
+        missing = [name for name in RERANK_FIELDS if name not in row]
+        if missing:
+            raise ValueError(f"row {number} of {path} misses {missing}; a re-rank file needs {list(RERANK_FIELDS)}")
+        lines.append((json.dumps(dict(row), ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def write(file) -> None:
+        if str(path).endswith(".gz"):
+            with gzip.GzipFile(fileobj=file, mode="wb", mtime=0) as packed:
+                packed.writelines(lines)
+        else:
+            file.writelines(lines)
+
+    return atomic_write(path, write, binary=True)
 
 
 def candidate_lists(candidates: pd.DataFrame) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
     """:func:`read_rerank`'s frame as plain mappings: queries ``{qid: query}``, the docnos of each qid in
-    first-stage order (by ``rank``, stable; a line without ``rank`` counts as its position in the qid's lines) and
-    texts ``{docno: text}``, qids and docnos in the order they first occur.
+    first-stage order and texts ``{docno: text}``, qids and docnos in the order they first occur.
 
     >>> candidates = read_rerank("trec-dl-2019/bm25-top100.rerank.jsonl.gz")  # doctest: +SKIP
     >>> queries, ranked, texts = candidate_lists(candidates)  # doctest: +SKIP
     """
-    ranks = candidates["rank"] if "rank" in candidates else [None] * len(candidates)
-    ranked: dict[str, list[tuple[float, str]]] = {}
-    for qid, docno, rank in zip(candidates["qid"], candidates["docno"], ranks):
-        rows = ranked.setdefault(qid, [])
-        rows.append((len(rows) + 1 if rank is None or pd.isna(rank) else rank, docno))
+    ranked: dict[str, list[str]] = {}
+    for qid, docno in zip(candidates["qid"], candidates["docno"]):
+        ranked.setdefault(qid, []).append(docno)
     queries = dict(zip(candidates["qid"], candidates["query"]))
     texts = dict(zip(candidates["docno"], candidates["text"]))
-    return queries, {qid: [docno for _, docno in sorted(rows, key=lambda row: row[0])]
-                     for qid, rows in ranked.items()}, texts
+    return queries, ranked, texts
 
 
 def _fields(line: str, count: int, layout: str, where: str) -> list[str]:
@@ -301,13 +347,14 @@ def read_qrels(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_run(path: str | os.PathLike) -> pd.DataFrame:
-    """A TREC run (``qid Q0 docno rank score tag``) as a frame with ``qid``, ``docno`` (strings), ``rank``
-    (integers, as written) and ``score`` (finite floats), in file order. A docno twice in a query's ranking is an
-    error.
+    """A TREC run (``qid Q0 docno rank score tag``) as a result frame with ``qid``, ``docno`` (strings), ``score``
+    (finite floats) and ``rank``, ranked and ordered by :func:`rank_results` (the file's ranks and line order are
+    checked as integers but not used: ``trec_eval`` does not use them either). A docno twice in a query's ranking is
+    an error.
 
     >>> read_run("trec-dl-2019/rankgpt35-bm25-top100.run").head(1)  # doctest: +SKIP
-          qid   docno  rank      score
-    0  264014  684616     1  15.780600
+          qid   docno      score  rank
+    0  264014  684616  15.780600     0
     """
     path = Path(path)
     rows = []
@@ -321,7 +368,7 @@ def read_run(path: str | os.PathLike) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["qid", "docno", "rank", "score", "line"])
     frame = frame.astype({"rank": "int64", "score": "float64"})
     _refuse_repeats(frame, ["qid", "docno"], path, "in the run ")
-    return frame.drop(columns="line")
+    return rank_results(frame[["qid", "docno", "score"]])
 
 
 def read_topics(path: str | os.PathLike) -> pd.DataFrame:
@@ -424,6 +471,31 @@ def default_tag(model) -> str:
     return tag_from_name(path.name if path.exists() else name)
 
 
+def rank_results(results: pd.DataFrame) -> pd.DataFrame:
+    """``results`` (``qid``, ``docno``, ``score`` and any other columns) ranked by the project's one rule and sorted
+    by it: queries by numeric qid when all qids are integers (else by text), passages by descending score, ties by
+    descending docno; ``rank`` 0-based, as PyTerrier numbers ranks.
+
+    >>> rank_results(pd.DataFrame({"qid": ["1", "1"], "docno": ["a", "b"], "score": [0.5, 0.5]}))
+      qid docno  score  rank
+    0   1     b    0.5     0
+    1   1     a    0.5     1
+    """
+    frame = results.drop(columns="rank", errors="ignore")
+    if len(frame) == 0:
+        return frame.assign(rank=pd.Series(dtype="int64"))
+    qids = frame["qid"].astype(str)
+    try:
+        query_order = qids.astype(int).to_numpy()
+    except (ValueError, OverflowError):
+        query_order = pd.factorize(qids, sort=True)[0]
+    order = np.lexsort((-pd.factorize(frame["docno"].astype(str), sort=True)[0], -frame["score"].to_numpy(),
+                        pd.factorize(qids, sort=True)[0], query_order))
+    frame = frame.iloc[order].reset_index(drop=True)
+    frame["rank"] = frame.groupby("qid", sort=False).cumcount().astype("int64")
+    return frame
+
+
 def normalize_run(results: pd.DataFrame, tag: str, depth: int | None = None) -> pd.DataFrame:
     """TREC run rows (``qid Q0 docno rank score tag``) from a frame with ``qid``, ``docno`` and ``score``, ordered
     as TIREx normalises runs (and ``trec_eval`` reads them): queries by numeric qid when all qids are integers (else
@@ -445,14 +517,10 @@ def normalize_run(results: pd.DataFrame, tag: str, depth: int | None = None) -> 
         row = run[bad].iloc[0]
         raise ValueError(f"{int(bad.sum())} score(s) are not finite, e.g. {row['score']} for qid={row['qid']!r} "
                          f"docno={row['docno']!r}")
-    try:
-        run["order"] = run["qid"].astype(int)
-    except ValueError:
-        run["order"] = run["qid"]
-    run = run.sort_values(["order", "qid", "score", "docno"], ascending=[True, True, False, False], kind="stable")
+    run = rank_results(run)
     if depth is not None:
-        run = run.groupby("qid", sort=False).head(depth)
-    run["rank"] = run.groupby("qid", sort=False).cumcount() + 1
+        run = run[run["rank"] < depth]
+    run["rank"] = run["rank"] + 1
     run["Q0"] = "Q0"
     run["tag"] = tag
     return run[RUN_COLUMNS].reset_index(drop=True)

@@ -7,7 +7,6 @@ offline data (:data:`DATA`: ``$SETENC_DATA_DIR``, else ``../shared/data`` beside
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -66,18 +65,16 @@ def vocab_folder() -> Path:
 
 
 def read_rerank(path: Path) -> pd.DataFrame:
-    with gzip.open(path, "rt", encoding="utf-8") as file:
-        frame = pd.DataFrame([json.loads(line) for line in file])
-    frame["qid"] = frame["qid"].astype(str)
-    frame["docno"] = frame["docno"].astype(str)
-    return frame
+    """A re-rank file as the package reads it (:func:`pyterrier_setenc.io.read_rerank`), by qid then rank."""
+    from pyterrier_setenc import io
+
+    return io.read_rerank(path).drop(columns="line").sort_values(["qid", "rank"]).reset_index(drop=True)
 
 
 @pytest.fixture(scope="session")
 def dl19() -> pd.DataFrame:
     """Ten DL19 BM25 top-100 lists with passage texts (the slice in ``tests/data``), by qid, in first-stage order."""
-    return read_rerank(SLICE / "trec-dl-2019" / "bm25-top100.rerank.jsonl.gz").sort_values(
-        ["qid", "rank"]).reset_index(drop=True)
+    return read_rerank(SLICE / "trec-dl-2019" / "bm25-top100.rerank.jsonl.gz")
 
 
 def copy_tokenizer(target: Path) -> None:

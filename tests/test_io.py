@@ -26,7 +26,7 @@ from conftest import DATA, SLICE, requires_data
 from pyterrier_setenc.atomic import (OutputPathError, atomic_folder, atomic_write, check_writable,
                                       remove_stale_temporaries)
 from pyterrier_setenc.io import (InputFileError, document_text, normalize_run, read_docs, read_qrels, read_rerank,
-                                 read_run, read_topics, write_run)
+                                 read_run, read_topics, write_rerank, write_run)
 
 SAMPLE = SLICE / "tirex-sample" / "rerank.jsonl.gz"
 LINE = {"qid": "1", "query": "wing flutter", "docno": "d1", "text": "a wing"}
@@ -50,8 +50,9 @@ def jsonl(path: Path, rows: list) -> Path:
 def test_reader_agrees_with_the_tira_loader():
     ours = read_rerank(SAMPLE)
     theirs = all_lines_to_pandas(SAMPLE, load_default_text=True)
-    columns = ["qid", "query", "docno", "text", "rank", "score"]
+    columns = ["qid", "query", "docno", "text", "score"]
     pd.testing.assert_frame_equal(ours[columns], theirs[columns])
+    assert (ours["rank"] + 1).tolist() == theirs["rank"].tolist()  # PyTerrier's ranks: 0-based
     assert ours["docno"].iloc[0] == "8172" and ours["line"].tolist() == list(range(1, 11))
     assert "original_document" not in ours.columns
 
@@ -140,10 +141,39 @@ def test_runs_agree_with_ir_measures_and_round_trip(tmp_path):
     assert ours["qid"].tolist() == theirs["query_id"].tolist() == ["q1", "q1", "q2"]
     assert ours["docno"].tolist() == theirs["doc_id"].tolist()
     assert ours["score"].tolist() == theirs["score"].tolist() == [2.5, -0.001, 7.0]
-    assert ours["rank"].tolist() == [1, 2, 1]
+    assert ours["rank"].tolist() == [0, 1, 0]  # PyTerrier's ranks: 0-based
     written = write_run(tmp_path / "b.run", ours, "y")
     assert written.read_text() == "q1 Q0 d3 1 2.5 y\nq1 Q0 d1 2 -0.001 y\nq2 Q0 d1 1 7.0 y\n"  # by hand
     pd.testing.assert_frame_equal(read_run(written), ours)
+
+
+def test_one_rank_rule_for_runs_read_and_written(tmp_path):
+    """Ties by descending docno (trec_eval's and TIREx's order), whatever the file's ranks and line order say;
+    queries by numeric qid. Expected orders written by hand."""
+    path = write_text(tmp_path / "ties.run", "10 Q0 a 1 1.0 x\n10 Q0 c 2 1.0 x\n9 Q0 b 7 0.5 x\n10 Q0 b 3 2.0 x\n")
+    run = read_run(path)
+    assert list(zip(run["qid"], run["docno"], run["rank"])) == [("9", "b", 0), ("10", "b", 0), ("10", "c", 1),
+                                                                ("10", "a", 2)]
+    written = write_run(tmp_path / "out.run", run.sample(frac=1, random_state=3), "t")
+    assert written.read_text() == "9 Q0 b 1 0.5 t\n10 Q0 b 1 2.0 t\n10 Q0 c 2 1.0 t\n10 Q0 a 3 1.0 t\n"
+    pd.testing.assert_frame_equal(read_run(written), run)
+
+
+def test_rerank_files_keep_the_first_stage_order(tmp_path):
+    rows = [{"qid": "q2", "query": "b", "docno": "x", "text": "t", "rank": 2, "score": 1.0},
+            {"qid": "q1", "query": "a", "docno": "y", "text": "t", "rank": 1, "score": 5.0},
+            {"qid": "q2", "query": "b", "docno": "z", "text": "t", "rank": 1, "score": 3.0}]
+    frame = read_rerank(jsonl(tmp_path / "r.jsonl", rows))
+    assert list(zip(frame["qid"], frame["docno"], frame["rank"])) == [("q2", "z", 0), ("q2", "x", 1), ("q1", "y", 0)]
+    unranked = read_rerank(jsonl(tmp_path / "u.jsonl", [{k: v for k, v in row.items() if k not in ("rank", "score")}
+                                                         for row in rows]))
+    assert list(zip(unranked["docno"], unranked["rank"], unranked["score"])) == [("x", 0, -1.0), ("z", 1, -2.0),
+                                                                                  ("y", 0, -1.0)]
+    written = write_rerank(tmp_path / "w.rerank.jsonl.gz", rows)
+    again = read_rerank(written)
+    pd.testing.assert_frame_equal(again.drop(columns="line"), frame.drop(columns="line"))
+    with pytest.raises(ValueError, match="row 1 .* misses \\['text'\\]"):
+        write_rerank(tmp_path / "bad.jsonl", [{"qid": "1", "query": "q", "docno": "d"}])
 
 
 def test_topics_as_written_in_the_file(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from agreement import config_depth
 from conftest import DATA, FIXTURES, REPO, SLICE, build_hf_cross_encoder, requires_data
-from pipelines.data import read_run
+from pyterrier_setenc.io import read_run
 from pyterrier_setenc.tolerance import score_tolerance
 
 

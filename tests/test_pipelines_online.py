@@ -14,7 +14,8 @@ import pytest
 
 from conftest import FIXTURES, SLICE
 from pipelines import data as pipelines_data
-from pipelines.data import BenchmarkSpec, load_benchmark, read_qrels, read_topics
+from pipelines.data import BenchmarkSpec, load_benchmark
+from pyterrier_setenc.io import read_qrels, read_topics
 
 DL19 = "setenc-test/dl19-slice"  # corpus: the passages of the slice's DL19 BM25 lists
 NOVELEVAL = "setenc-test/noveleval-slice"  # a whole corpus: the slice's NovelEval passages

@@ -22,6 +22,7 @@ from ir_measures import nDCG
 
 from conftest import FIXTURES, REPO, SLICE
 from pipelines import output as output_module
+from pyterrier_setenc import io as io_module
 from pipelines.common import resolve_models, with_tail
 from pipelines.data import DataFormatError, load_benchmark
 from pipelines.dl import table1
@@ -231,7 +232,11 @@ def test_the_folder_holds_the_earlier_or_the_new_result_whatever_write_fails(tmp
         count["writes"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(output_module, "atomic_write", counting)
+    def patch(write) -> None:  # the result folder's own files, and the runs written by pyterrier_setenc.io
+        monkeypatch.setattr(output_module, "atomic_write", write)
+        monkeypatch.setattr(io_module, "atomic_write", write)
+
+    patch(counting)
     small_table1(tmp_path / "probe", {"a": setenc}, **quick)
     writes = count["writes"]
     assert writes == 8  # probe, the stored output and its key, two runs, two tables, the manifest
@@ -245,11 +250,11 @@ def test_the_folder_holds_the_earlier_or_the_new_result_whatever_write_fails(tmp
                 raise OSError(28, "No space left on device")
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(output_module, "atomic_write", failing_write)
+        patch(failing_write)
         with pytest.raises((OSError, OutputError)):
             small_table1(out, {"a": setenc}, **quick)
         assert verify_result(out) == earlier, f"write {failing} failed and the earlier result changed"
-    monkeypatch.setattr(output_module, "atomic_write", real)
+    patch(real)
     small_table1(out, {"a": setenc}, **quick)
     manifest = verify_result(out)
     # the runs of b and c of the earlier call are gone with it: nothing stale beside the new table

@@ -44,7 +44,7 @@ def test_offline_snippet_runs_as_written(monkeypatch):
     # the BM25 row: the first 5 DL19 topics of the data folder's stored run, evaluated with ir_measures directly
     import ir_measures
 
-    from pipelines.data import read_qrels, read_rerank, read_topics
+    from pyterrier_setenc.io import read_qrels, read_rerank, read_topics
 
     folder = REPO.parent / "shared" / "data" / "trec-dl-2019"
     qids = set(read_topics(folder / "topics.tsv")["qid"].head(5))

@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from conftest import DATA, requires_data
-from training.data import (GradedCandidates, HardNegatives, Mixture, TeacherRanking, build_source, read_qrels,
-                           read_run)
+from pyterrier_setenc.io import read_qrels
+from training.data import GradedCandidates, HardNegatives, Mixture, TeacherRanking, build_source
 
 
 @pytest.fixture()
@@ -93,17 +93,18 @@ def test_mixture_and_config(files, tmp_path):
         build_source({"kind": "graded", "candidates": candidates, "qrels": qrels, "lists": 3})
 
 
-def test_bad_files_say_where(tmp_path):
-    bad = tmp_path / "qrels.txt"
+def test_bad_files_say_where(files, tmp_path):
+    candidates, _, _ = files
+    bad = tmp_path / "bad-qrels.txt"
     bad.write_text("q1 0 d1 1\nq1 d2 1\n")
-    with pytest.raises(ValueError, match="qrels.txt, line 2"):
-        read_qrels(bad)
+    with pytest.raises(ValueError, match="bad-qrels.txt, line 2"):
+        HardNegatives.from_files(candidates, bad, list_size=4)
     run = tmp_path / "x.run"
     run.write_text("q1 Q0 d1 1 2.0\n")
     with pytest.raises(ValueError, match="x.run, line 1"):
-        read_run(run)
+        TeacherRanking.from_files(run, candidates)
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        read_qrels(tmp_path / "nowhere.txt")
+        GradedCandidates.from_files(candidates, tmp_path / "nowhere.txt")
 
 
 @requires_data
@@ -111,7 +112,8 @@ def test_dl21_graded_lists():
     folder = DATA / "trec-dl-2021"
     source = GradedCandidates.from_files(folder / "bm25-top100.rerank.jsonl.gz", folder / "qrels.txt",
                                          list_size=32)
-    qrels = read_qrels(folder / "qrels.txt")
+    qrels = {qid: dict(zip(group["docno"], group["label"]))
+             for qid, group in read_qrels(folder / "qrels.txt").groupby("qid")}
     assert 40 <= len(source) <= 53  # queries whose BM25 top-100 holds a relevant passage
     sample = source.sample(0, seed=3)
     assert len(sample.docnos) == 32 and max(sample.targets) > 0

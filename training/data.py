@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
+
 from pyterrier_setenc import io
 
 
@@ -55,20 +57,18 @@ def read_candidates(path: str | os.PathLike) -> tuple[dict[str, str], dict[str, 
     return io.candidate_lists(io.read_rerank(path))
 
 
-def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """TREC qrels (:func:`pyterrier_setenc.io.read_qrels`) as ``{qid: {docno: relevance}}``."""
-    qrels: dict[str, dict[str, int]] = defaultdict(dict)
-    for qid, docno, label in io.read_qrels(path).itertuples(index=False, name=None):
-        qrels[qid][docno] = int(label)
-    return dict(qrels)
+def labels_by_qid(qrels: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Qrels (:func:`pyterrier_setenc.io.read_qrels`'s frame) as ``{qid: {docno: relevance}}``."""
+    labels: dict[str, dict[str, int]] = defaultdict(dict)
+    for qid, docno, label in qrels[["qid", "docno", "label"]].itertuples(index=False, name=None):
+        labels[qid][docno] = int(label)
+    return dict(labels)
 
 
-def read_run(path: str | os.PathLike) -> dict[str, list[str]]:
-    """A TREC run (:func:`pyterrier_setenc.io.read_run`) as docnos per qid, best first (by score, then rank)."""
-    rows: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
-    for qid, docno, rank, score in io.read_run(path).itertuples(index=False, name=None):
-        rows[qid].append((-float(score), int(rank), docno))
-    return {qid: [docno for *_, docno in sorted(ranking)] for qid, ranking in rows.items()}
+def docnos_by_qid(run: pd.DataFrame) -> dict[str, list[str]]:
+    """A run (:func:`pyterrier_setenc.io.read_run`'s frame) as docnos per qid, best first (by ``rank``)."""
+    ranked = run.sort_values(["qid", "rank"], kind="stable")
+    return {qid: group.tolist() for qid, group in ranked.groupby("qid", sort=False)["docno"]}
 
 
 # ------------------------------------------------------------------------------------------------------ sources
@@ -133,7 +133,7 @@ class HardNegatives(_Source):
     def from_files(cls, candidates: str | os.PathLike, qrels: str | os.PathLike, **options) -> HardNegatives:
         """The run and texts from a ``rerank.jsonl.gz`` file."""
         queries, run, texts = read_candidates(candidates)
-        return cls(queries=queries, texts=texts, run=run, qrels=read_qrels(qrels), **options)
+        return cls(queries=queries, texts=texts, run=run, qrels=labels_by_qid(io.read_qrels(qrels)), **options)
 
 
 @dataclass
@@ -159,7 +159,7 @@ class TeacherRanking(_Source):
     def from_files(cls, run: str | os.PathLike, candidates: str | os.PathLike, **options) -> TeacherRanking:
         """A ``.run`` file; queries and texts from a ``rerank.jsonl.gz`` file that holds the run's passages."""
         queries, _, texts = read_candidates(candidates)
-        return cls(queries=queries, texts=texts, run=read_run(run), **options)
+        return cls(queries=queries, texts=texts, run=docnos_by_qid(io.read_run(run)), **options)
 
 
 @dataclass
@@ -201,7 +201,8 @@ class GradedCandidates(_Source):
     @classmethod
     def from_files(cls, candidates: str | os.PathLike, qrels: str | os.PathLike, **options) -> GradedCandidates:
         queries, ranked, texts = read_candidates(candidates)
-        return cls(queries=queries, texts=texts, candidates=ranked, qrels=read_qrels(qrels), **options)
+        return cls(queries=queries, texts=texts, candidates=ranked, qrels=labels_by_qid(io.read_qrels(qrels)),
+                   **options)
 
 
 @dataclass
@@ -331,7 +332,7 @@ def build_source(spec: dict, root: str | os.PathLike | None = None) -> _Source |
     if "ir_datasets" in spec:
         queries, run, qrels, text = from_ir_datasets(spec.pop("ir_datasets"), spec.pop("run_ir_datasets", None))
         if "run" in spec:  # a TREC run file instead of the dataset's scoreddocs
-            run = read_run(path("run"))
+            run = docnos_by_qid(io.read_run(path("run")))
         arguments = dict(queries=queries, texts=text)
         if kind == "graded":
             source = GradedCandidates(candidates=run, qrels=qrels, **arguments, **options)

@@ -19,7 +19,6 @@ DL19 and DL20 are never read. Usage, from the repository root::
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import random
 import re
@@ -31,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pyterrier_setenc import io
 from pyterrier_setenc.atomic import atomic_write
 
-from .data import read_candidates, read_qrels
+from .data import labels_by_qid, read_candidates
 from .teacher import DEFAULT_TEACHER, BiEncoderTeacher
 
 SOURCES = {"dl21": "trec-dl-2021", "dl22": "trec-dl-2022"}
@@ -55,15 +55,6 @@ def pseudo_query(text: str, rng: random.Random, min_words: int = 3, max_words: i
     span = [w.strip(STRIP).lower() for w in words[start:start + length]]
     kept = [w for w in span if w and rng.random() >= drop] or [w for w in span if w]
     return " ".join(kept) if len(kept) >= 2 else None
-
-
-def write_lists(path: Path, rows: list[dict]) -> None:
-    def write(file) -> None:
-        with gzip.GzipFile(fileobj=file, mode="wb", mtime=0) as packed:
-            for row in rows:
-                packed.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-
-    atomic_write(path, write, binary=True)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -118,19 +109,19 @@ def main(argv: list[str] | None = None) -> None:
 
     manifest: dict = {"teacher": str(args.teacher), "seed": args.seed, "sources": {}}
     dl21_queries, dl21_ranked, dl21_texts = lists["dl21"]
-    qrels = read_qrels(args.data_dir / SOURCES["dl21"] / "qrels.txt")
+    qrels = labels_by_qid(io.read_qrels(args.data_dir / SOURCES["dl21"] / "qrels.txt"))
     judged = sorted(q for q in dl21_ranked if q in qrels)
     heldout = sorted(random.Random(f"heldout/{args.seed}").sample(judged, args.heldout))
     train = {q: d for q, d in dl21_ranked.items() if q not in set(heldout)}
     write_text(args.output / "dl21-heldout.qids", "".join(f"{q}\n" for q in heldout))
     write_text(args.output / "dl21-train.qrels.txt",
                "".join(f"{q} 0 {d} {r}\n" for q in sorted(train) for d, r in sorted(qrels.get(q, {}).items())))
-    write_lists(args.output / "dl21-train.teacher.jsonl.gz",
+    io.write_rerank(args.output / "dl21-train.teacher.jsonl.gz",
                 teacher_rows(scores_for(dl21_queries, train), dl21_queries, train, dl21_texts))
     manifest["sources"]["dl21-train"] = len(train)
     manifest["dl21_heldout"] = heldout
     dl22_queries, dl22_ranked, dl22_texts = lists["dl22"]
-    write_lists(args.output / "dl22.teacher.jsonl.gz",
+    io.write_rerank(args.output / "dl22.teacher.jsonl.gz",
                 teacher_rows(scores_for(dl22_queries, dl22_ranked), dl22_queries, dl22_ranked, dl22_texts))
     manifest["sources"]["dl22"] = len(dl22_ranked)
 
@@ -169,7 +160,7 @@ def write_pseudo(args, rng: random.Random, teacher: BiEncoderTeacher, pool: dict
     vectors = teacher.embed_queries([queries[q] for q in qids])
     scores = {qid: embeddings[[row_of[d] for d in ranked[qid]]] @ vectors[i] for i, qid in enumerate(qids)}
     ordered = {qid: ranked[qid] for qid in qids}
-    write_lists(args.output / "pseudo.teacher.jsonl.gz", teacher_rows(scores, queries, ordered, pool, first_stage))
+    io.write_rerank(args.output / "pseudo.teacher.jsonl.gz", teacher_rows(scores, queries, ordered, pool, first_stage))
     return len(ordered)
 
 

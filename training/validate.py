@@ -15,7 +15,9 @@ import ir_measures
 import pandas as pd
 from ir_measures import nDCG
 
-from .data import read_candidates, read_qrels
+from pyterrier_setenc import io
+
+from .data import labels_by_qid, read_candidates
 
 
 def heldout_frame(data_dir: Path, qids_file: Path, collection: str = "trec-dl-2021") -> pd.DataFrame:
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
 
         torch.set_num_threads(args.threads)
     frame = heldout_frame(args.data_dir, args.qids)
-    qrels = read_qrels(args.data_dir / "trec-dl-2021" / "qrels.txt")
+    qrels = labels_by_qid(io.read_qrels(args.data_dir / "trec-dl-2021" / "qrels.txt"))
     qrels = {q: docs for q, docs in qrels.items() if q in set(frame["qid"])}
     print(f"BM25\t{ndcg10(frame, qrels):.4f}\t({frame['qid'].nunique()} queries)", flush=True)
     if args.teacher:
