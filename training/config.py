@@ -321,7 +321,7 @@ class TrainConfig:
         _set(self, typed)
         if (self.backbone is None) == (self.init_checkpoint is None):
             raise ConfigError("settings backbone and init_checkpoint: give exactly one of backbone (a BERT/ELECTRA "
-                              "model) and init_checkpoint", "backbone")
+                              "model) and init_checkpoint", "backbone" if self.backbone is None else "init_checkpoint")
         from .losses import get_loss
 
         try:

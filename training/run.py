@@ -101,6 +101,9 @@ class RunLock:
             os.close(self.handle)  # closing the file releases the flock
             self.handle = None
 
+    def __del__(self) -> None:
+        self.release()
+
     def __enter__(self) -> RunLock:
         return self.acquire()
 
