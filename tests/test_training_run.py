@@ -119,6 +119,17 @@ def test_a_finished_run_says_so_and_trains_further_only_when_asked(setup, half_r
     assert log[4]["lr"] == pytest.approx(1e-3 * (6 - 4) / (6 - 1), rel=1e-12)  # new schedule from step 4, by hand
 
 
+def test_a_state_saved_without_stored_settings_is_resumed_and_its_settings_stored(setup, half_run, capfd):  # noqa: F811
+    """A folder from before settings were stored (no run.json): the start's settings are taken as the run's."""
+    folder = copy_of(half_run, setup, "legacy")
+    (folder / "run.json").unlink()
+    trainer = Trainer(config(setup, "legacy"))
+    assert trainer.step == 2 and "no run.json" in capfd.readouterr().err
+    trainer.close()
+    with pytest.raises(RunMismatchError, match="seed: 3 -> 4"):
+        Trainer(config(setup, "legacy", seed=4))
+
+
 def test_unknown_names_in_allow_changes_are_refused(setup):  # noqa: F811
     with pytest.raises(ValueError, match="learning_rat"):
         Trainer(config(setup, "unknown-change"), allow_changes=["learning_rat"])

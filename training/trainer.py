@@ -373,12 +373,10 @@ class Trainer:
             self.save_state()
         if self.step < config.max_steps:
             return self.state_dir / "model"
-        if self.rank == 0:
-            self._guarded(final, "the model", lambda: save_checkpoint(self.model, final),
-                          after=f"the training state of step {self.step} is saved in {self.state_dir}, and a start "
-                                "of the trainer writes the model from it without training")
-        if self.distributed:
-            dist.barrier()
+        self._agree(lambda: self._guarded(
+            final, "the model", lambda: save_checkpoint(self.model, final),
+            after=f"the training state of step {self.step} is saved in {self.state_dir}, and a start of the trainer "
+                  "writes the model from it without training"))
         return final
 
     # ---------------------------------------------------------------------------------------------- resuming
@@ -390,26 +388,26 @@ class Trainer:
         SHA-256 of each file in ``digests.json``), written atomically (:func:`pyterrier_setenc.atomic.atomic_folder`):
         a failed save (full or read-only file system) raises :class:`~training.run.RunWriteError` naming the folder
         and leaves the earlier state as it was."""
-        if self.rank == 0:
-            before = f"the state of step {self._saved_step} there is unchanged" if self._saved_step is not None \
-                else "no earlier state was saved"
+        before = f"the state of step {self._saved_step} there is unchanged" if self._saved_step is not None \
+            else "no earlier state was saved"
 
-            def write() -> None:
-                with atomic_folder(self.state_dir) as staging:
-                    save_checkpoint(self.model, staging / "model")
-                    torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                                "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
-                                "step": self.step, "elapsed": self.elapsed}, staging / "trainer.pt")
-                    write_digests(staging)
+        def write() -> None:
+            with atomic_folder(self.state_dir) as staging:
+                save_checkpoint(self.model, staging / "model")
+                torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+                            "step": self.step, "elapsed": self.elapsed}, staging / "trainer.pt")
+                write_digests(staging)
 
+        def save() -> None:
             self._guarded(self.state_dir, f"the training state of step {self.step}", write, after=before)
             record = read_record(self.output) or {"changes": [], "settings": self._run_settings()}
             record["step"] = self.step
             self._write_record(record)
+
+        self._agree(save)  # with several processes, all raise if the save failed
         self._saved_step = self.step
         self._state_stamp = self._stamp()
-        if self.distributed:
-            dist.barrier()
 
     def load_state(self) -> None:
         """The saved state, checked first: a missing, truncated or altered file raises
