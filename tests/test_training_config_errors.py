@@ -116,6 +116,28 @@ def test_bad_setting_fails_when_read_naming_it_and_the_file(tmp_path, group, set
     assert caught.value.setting == name or name.startswith(caught.value.setting or "?"), caught.value.setting
 
 
+def test_every_bad_setting_is_named_at_once(tmp_path):
+    path = tmp_path / "three.yaml"
+    path.write_text(yaml_text(dict(BASE, log_every="0", doc_length="0"), dict(SOURCE, list_size="1")))
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig.from_yaml(path)
+    message = str(caught.value)
+    assert "3 settings are wrong" in message and str(path) in message
+    assert all(f"setting {name}:" in message for name in ("log_every", "doc_length", "data[0].list_size")), message
+
+
+def test_the_command_line_prints_the_message_without_a_traceback(tmp_path, capsys):
+    from training.trainer import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml_text(dict(BASE, warmup_steps="-1"), SOURCE))
+    with pytest.raises(SystemExit) as caught:
+        main([str(path), "--set", "learning_rate=1e-5"])
+    err = capsys.readouterr().err
+    assert caught.value.code == 1 and err.startswith("ConfigError: ") and "warmup_steps" in err
+    assert "Traceback" not in err
+
+
 # numbers as YAML users write them: (setting, YAML text, the value it must be); PyYAML reads 1e-5 and "3" as strings
 NUMBER_FORMS = [
     ("learning_rate", "1e-5", 1e-5), ("learning_rate", "1.0e-5", 1e-5), ("learning_rate", '"2e-4"', 2e-4),

@@ -146,14 +146,22 @@ def _typed(cls: type, values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(prefix + k for k in unknown)}"
                           f"; known: {', '.join(sorted(fields))}", prefix + unknown[0])
-    typed = {}
+    typed, errors = {}, []
     for name, spec in fields.items():
-        if name not in values:
-            if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
-                raise ConfigError(f"setting {prefix}{name} is missing", prefix + name)
-            continue
-        typed[name] = _convert(values[name], hints[name], prefix + name)
-        _check_range(typed[name], spec, prefix + name)
+        try:
+            if name not in values:
+                if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+                    raise ConfigError(f"setting {prefix}{name} is missing", prefix + name)
+                continue
+            typed[name] = _convert(values[name], hints[name], prefix + name)
+            _check_range(typed[name], spec, prefix + name)
+        except ConfigError as error:
+            errors.append(error)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:  # every bad setting at once
+        raise ConfigError(f"{len(errors)} settings are wrong:\n  " + "\n  ".join(str(e).replace("\n", "\n  ")
+                                                                            for e in errors), errors[0].setting)
     return typed
 
 
@@ -282,8 +290,8 @@ class TrainConfig:
     backbone: str | None = setting(None, help="a BERT/ELECTRA folder, Hugging Face id or package:MODULE/FOLDER")
     init_checkpoint: str | None = setting(None, help="a lightning-ir set-encoder/mono checkpoint to continue")
     kind: Kind = "set-encoder"
-    query_length: int = setting(32, least=1, why="tokens kept of a query")
-    doc_length: int = setting(128, least=1, why="tokens kept of a passage")
+    query_length: int = setting(32, least=1, why="fewer would train on empty queries")
+    doc_length: int = setting(128, least=1, why="fewer would train on empty passages")
     add_extra_token: bool = True
     depth: int = setting(100, least=1)
     sample_missing_docs: bool = True

@@ -26,15 +26,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pyterrier_setenc.atomic import atomic_folder, atomic_write, check_writable
+from pyterrier_setenc.atomic import OutputPathError, atomic_folder, atomic_write, check_writable
 
 from .config import DATA_DIR_ENV, DEFAULT_DATA_DIR, ConfigError, TrainConfig, expand_variables
 from .data import Mixture, Sample, build_source
 from .export import save_checkpoint
 from .losses import get_loss
 from .model import build_model, load_model, score
-from .run import (FIXED, RECORD_FILE, DamagedStateError, RunLock, RunMismatchError, RunWriteError, check_digests,
-                  differences, mismatch_message, read_record, run_settings, top_setting, write_digests)
+from .run import (FIXED, RECORD_FILE, DamagedStateError, RunLock, RunLockedError, RunMismatchError, RunWriteError,
+                  check_digests, differences, mismatch_message, read_record, run_settings, top_setting, write_digests)
 
 __all__ = ["TrainConfig", "Trainer", "ConfigError", "RunMismatchError", "DamagedStateError", "RunWriteError",
            "expand_variables", "linear_schedule", "DATA_DIR_ENV", "DEFAULT_DATA_DIR", "main"]
@@ -473,7 +473,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     overrides = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         overrides[key] = yaml.safe_load(value)
     return overrides
@@ -487,10 +487,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="continue the run in output_dir although these settings differ from its stored ones "
                              "(e.g. max_steps to train further)")
     args = parser.parse_args(argv)
-    config = TrainConfig.from_yaml(args.config, parse_overrides(args.set))
-    trainer = Trainer(config, allow_changes=[name for item in args.allow_change for name in item.split(",")])
-    finished = trainer.finished
-    final = trainer.train()
+    try:
+        config = TrainConfig.from_yaml(args.config, parse_overrides(args.set))
+        trainer = Trainer(config, allow_changes=[name for item in args.allow_change for name in item.split(",")])
+        finished = trainer.finished
+        final = trainer.train()
+    except (ConfigError, OutputPathError, RunLockedError, RunMismatchError, DamagedStateError, RunWriteError) as error:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)  # the message says it all: no traceback
+        sys.exit(1)
     if trainer.rank == 0 and not finished:
         print(f"saved {final}", file=sys.stderr)
     if trainer.distributed:
