@@ -331,3 +331,24 @@ def test_the_model_written_at_the_end_survives_a_failed_final_save(setup, half_r
 def test_config_from_to_dict_round_trips(setup):  # noqa: F811
     original = config(setup, "x")
     assert TrainConfig(**original.to_dict()) == original
+
+
+def test_two_processes_take_a_change_asked_for_alike(setup):  # noqa: F811
+    """``torchrun`` with two CPU processes, stopped at step 2 and continued with a new learning rate and max_steps:
+    the model equals one process that sees both processes' lists and makes the same change (every process applies
+    the change, not only the one that checks the stored settings)."""
+    root, backbone = setup
+    single = root / "change-single"
+    Trainer(config(setup, "change-single", lists_per_step=2, max_steps=2)).train()
+    Trainer(config(setup, "change-single", lists_per_step=2, max_steps=4, learning_rate=3e-3),
+            allow_changes=["max_steps", "learning_rate"]).train()
+    settings = config(setup, "change-ddp", max_steps=2).to_dict()
+    path = root / "change-ddp.yaml"
+    path.write_text(json.dumps(settings))
+    for extra in ([], ["--set", "max_steps=4", "--set", "learning_rate=3e-3", "--allow-change",
+                       "max_steps,learning_rate"]):
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                 "2", "-m", "training.trainer", str(path), *extra], cwd=REPO, env=ENV,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(weights(single / "model"), weights(root / "change-ddp" / "model"), atol=2e-5)

@@ -103,48 +103,49 @@ class Trainer:
         self._released = False
         self._settings: dict[str, Any] | None = None
         try:
-            self._agree(self._claim)
+            self.changes = self._agree(self._claim)
             self._build()
         except BaseException:
             self.lock.release()
             raise
 
-    def _claim(self) -> None:
-        """Rank 0: the folder is writable and locked, and its stored run (if any) is this one."""
+    def _claim(self) -> list[tuple[str, Any, Any]]:
+        """Rank 0: the folder is writable and locked, and its stored run (if any) is this one; returns the changes
+        asked for."""
         check_writable(self.output / RECORD_FILE)
         self.lock.acquire()
         if not self.state_dir.exists():
-            return
+            return []
         record = read_record(self.output)
         current = self._run_settings()
         if record is None:  # a state saved before settings were stored: they are taken as this run's
             print(f"{self.output} holds a state but no {RECORD_FILE} (saved by an earlier version); resuming it "
                   "with these settings", file=sys.stderr, flush=True)
-            return
+            return []
         found = differences(record["settings"], current)
         blocked = [change for change in found if top_setting(change[0]) in FIXED
                    or top_setting(change[0]) not in self.allow_changes]
         if blocked:
             raise RunMismatchError(mismatch_message(self.output, record.get("step", "?"), found, self.allow_changes),
                                    found)
-        self.changes = found
+        return found
 
-    def _agree(self, work: Callable[[], None]) -> None:
-        """Runs ``work`` on rank 0; with several processes every process raises if it failed."""
+    def _agree(self, work: Callable[[], Any]) -> Any:
+        """Runs ``work`` on rank 0 and returns its result; with several processes every process gets that result,
+        or raises if ``work`` failed."""
         if not self.distributed:
-            work()
-            return
-        failure: list[Any] = [None]
+            return work()
+        outcome: list[Any] = [None, None]  # (failure, result)
         if self.rank == 0:
             try:
-                work()
+                outcome = [None, work()]
             except Exception as error:  # passed on to the other processes, then raised here
-                failure = [f"{type(error).__name__}: {error}"]
-                dist.broadcast_object_list(failure, src=0)
+                dist.broadcast_object_list([f"{type(error).__name__}: {error}", None], src=0)
                 raise
-        dist.broadcast_object_list(failure, src=0)
-        if failure[0] is not None and self.rank != 0:
-            raise RuntimeError(f"the process of rank 0 failed: {failure[0]}")
+        dist.broadcast_object_list(outcome, src=0)
+        if outcome[0] is not None:
+            raise RuntimeError(f"the process of rank 0 failed: {outcome[0]}")
+        return outcome[1]
 
     def _build(self) -> None:
         config = self.config
