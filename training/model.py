@@ -37,6 +37,11 @@ def lightning_ir_config(backbone_config: dict[str, Any], kind: str, *, query_len
         raise CheckpointError(f"backbone model_type {backbone!r} is not supported (bert or electra)")
     if kind not in ("set-encoder", "mono"):
         raise ValueError(f"kind must be 'set-encoder' or 'mono', not {kind!r}")
+    positions = backbone_config.get("max_position_embeddings")
+    for name, length in (("query_length", query_length), ("doc_length", doc_length)):
+        if positions is not None and not 1 <= length <= positions:
+            raise ValueError(f"setting {name}: must be from 1 to the backbone's max_position_embeddings "
+                             f"({positions}), found {length}")
     config = {key: backbone_config[key] for key in BACKBONE_KEYS if key in backbone_config}
     config.setdefault("position_embedding_type", "absolute")
     config.update(model_type=kind, backbone_model_type=backbone, query_length=query_length, doc_length=doc_length,

@@ -13,14 +13,12 @@ From a shell (one process, or several with ``torchrun --nproc-per-node 2 -m trai
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import random
-import re
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,96 +26,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pyterrier_setenc.atomic import atomic_folder
+from pyterrier_setenc.atomic import OutputPathError, atomic_folder, atomic_write, check_writable
 
+from .config import DATA_DIR_ENV, DEFAULT_DATA_DIR, ConfigError, TrainConfig, expand_variables
 from .data import Mixture, Sample, build_source
 from .export import save_checkpoint
 from .losses import get_loss
 from .model import build_model, load_model, score
+from .run import (FIXED, RECORD_FILE, DamagedStateError, RunLock, RunLockedError, RunMismatchError, RunWriteError,
+                  check_digests, differences, mismatch_message, read_record, run_settings, top_setting, write_digests)
 
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; read from YAML with :meth:`from_yaml`."""
-
-    output_dir: str
-    data: list[dict[str, Any]]
-    backbone: str | None = None  # a BERT/ELECTRA folder or id; or
-    init_checkpoint: str | None = None  # a lightning-ir set-encoder/mono checkpoint to continue from (stage 2)
-    kind: str = "set-encoder"
-    query_length: int = 32
-    doc_length: int = 128
-    add_extra_token: bool = True
-    depth: int = 100
-    sample_missing_docs: bool = True
-    loss: str = "info_nce"
-    loss_options: dict[str, Any] = dataclasses.field(default_factory=dict)  # e.g. {temperature: 0.05} for listnet
-    pooling_strategy: str = "first"  # the head's pooling of a fresh model: first ([CLS]) or mean
-    learning_rate: float = 1e-5
-    head_learning_rate: float | None = None  # for the fresh scoring layer (default: learning_rate)
-    weight_decay: float = 0.01
-    warmup_steps: int = 0
-    max_steps: int = 100
-    lists_per_step: int = 1  # query lists in one forward pass (per process)
-    accumulation_steps: int = 1
-    max_grad_norm: float | None = 1.0
-    gradient_checkpointing: bool = True
-    bf16: bool = True  # autocast to bfloat16, on CUDA only
-    seed: int = 0
-    threads: int | None = None
-    log_every: int = 1
-    save_every: int = 0  # steps between resumable states (0: only at the end)
-    data_root: str | None = None  # where relative data paths start (default: the YAML file's folder)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> TrainConfig:
-        import yaml
-
-        with open(path, encoding="utf-8") as file:
-            values = yaml.safe_load(file) or {}
-        values.update(overrides or {})
-        values = expand_variables(values, path)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
-        values.setdefault("data_root", str(Path(path).resolve().parent))
-        return cls(**values)
-
-    def __post_init__(self):
-        if (self.backbone is None) == (self.init_checkpoint is None):
-            raise ValueError("give exactly one of backbone (a BERT/ELECTRA model) and init_checkpoint")
-        if self.kind not in ("set-encoder", "mono"):
-            raise ValueError(f"kind must be 'set-encoder' or 'mono', not {self.kind!r}")
-        get_loss(self.loss, **self.loss_options)
-        if self.pooling_strategy not in ("first", "mean"):
-            raise ValueError(f"pooling_strategy must be 'first' or 'mean', not {self.pooling_strategy!r}")
-        if self.max_steps < 1 or self.accumulation_steps < 1 or self.lists_per_step < 1:
-            raise ValueError("max_steps, accumulation_steps and lists_per_step must be at least 1")
-
-
-DATA_DIR_ENV = "SETENC_DATA_DIR"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"  # ../shared/data of the repo
-
-
-def expand_variables(value: Any, source: str | os.PathLike) -> Any:
-    """``${NAME}`` in the strings of a configuration replaced by the environment variable ``NAME``, made absolute;
-    ``${SETENC_DATA_DIR}`` defaults to ``../shared/data`` beside the repository. Another unset variable is an error."""
-    if isinstance(value, dict):
-        return {key: expand_variables(item, source) for key, item in value.items()}
-    if isinstance(value, list):
-        return [expand_variables(item, source) for item in value]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-
-    def replace(match: re.Match) -> str:
-        name = match.group(1)
-        setting = os.environ.get(name) or (str(DEFAULT_DATA_DIR) if name == DATA_DIR_ENV else None)
-        if setting is None:
-            raise ValueError(f"{source}: {value!r} uses ${{{name}}}, which is not set")
-        return str(Path(setting).expanduser().absolute())
-
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", replace, value)
+__all__ = ["TrainConfig", "Trainer", "ConfigError", "RunMismatchError", "DamagedStateError", "RunWriteError",
+           "expand_variables", "linear_schedule", "DATA_DIR_ENV", "DEFAULT_DATA_DIR", "main"]
 
 
 class Scorer(nn.Module):
@@ -142,10 +62,25 @@ def linear_schedule(warmup_steps: int, max_steps: int):
 
 
 class Trainer:
-    """Runs a :class:`TrainConfig`; resumes from ``output_dir/state`` when it exists."""
+    """Runs a :class:`TrainConfig` in its ``output_dir``, which belongs to one run: a second trainer on the same
+    folder fails (:class:`~training.run.RunLockedError`); a start on a folder with a saved state continues that run
+    exactly, or refuses (:class:`~training.run.RunMismatchError`) and lists each setting that differs from the
+    stored ones (``output_dir/run.json``), unless it is named in ``allow_changes``; a finished run is not trained
+    again.
 
-    def __init__(self, config: TrainConfig):
+    >>> Trainer(TrainConfig.from_yaml("c.yaml")).train()  # doctest: +SKIP
+    >>> Trainer(TrainConfig.from_yaml("c.yaml", {"max_steps": 900}), allow_changes=["max_steps"]).train()
+    ... # doctest: +SKIP
+    """
+
+    def __init__(self, config: TrainConfig, allow_changes: Iterable[str] = ()):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, not {type(config).__name__}")
         self.config = config
+        self.allow_changes = {name.strip() for name in allow_changes if name.strip()}
+        unknown = sorted(self.allow_changes - set(config.to_dict()))
+        if unknown:
+            raise ConfigError(f"allow_changes names no setting: {', '.join(unknown)}")
         self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         if self.distributed and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -161,7 +96,59 @@ class Trainer:
         else:
             self.device = torch.device("cpu")
         self.output = Path(config.output_dir)
-        self.output.mkdir(parents=True, exist_ok=True)
+        self.state_dir = self.output / "state"
+        self.lock = RunLock(self.output)
+        self.changes: list[tuple[str, Any, Any]] = []
+        self._state_stamp: tuple[int, int] | None = None
+        self._released = False
+        self._settings: dict[str, Any] | None = None
+        try:
+            self.changes = self._agree(self._claim)
+            self._build()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _claim(self) -> list[tuple[str, Any, Any]]:
+        """Rank 0: the folder is writable and locked, and its stored run (if any) is this one; returns the changes
+        asked for."""
+        check_writable(self.output / RECORD_FILE)
+        self.lock.acquire()
+        if not self.state_dir.exists():
+            return []
+        record = read_record(self.output)
+        current = self._run_settings()
+        if record is None:  # a state saved before settings were stored: they are taken as this run's
+            print(f"{self.output} holds a state but no {RECORD_FILE} (saved by an earlier version); resuming it "
+                  "with these settings", file=sys.stderr, flush=True)
+            return []
+        found = differences(record["settings"], current)
+        blocked = [change for change in found if top_setting(change[0]) in FIXED
+                   or top_setting(change[0]) not in self.allow_changes]
+        if blocked:
+            raise RunMismatchError(mismatch_message(self.output, record.get("step", "?"), found, self.allow_changes),
+                                   found)
+        return found
+
+    def _agree(self, work: Callable[[], Any]) -> Any:
+        """Runs ``work`` on rank 0 and returns its result; with several processes every process gets that result,
+        or raises if ``work`` failed."""
+        if not self.distributed:
+            return work()
+        outcome: list[Any] = [None, None]  # (failure, result)
+        if self.rank == 0:
+            try:
+                outcome = [None, work()]
+            except Exception as error:  # passed on to the other processes, then raised here
+                dist.broadcast_object_list([f"{type(error).__name__}: {error}", None], src=0)
+                raise
+        dist.broadcast_object_list(outcome, src=0)
+        if outcome[0] is not None:
+            raise RuntimeError(f"the process of rank 0 failed: {outcome[0]}")
+        return outcome[1]
+
+    def _build(self) -> None:
+        config = self.config
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.data = Mixture([build_source(spec, config.data_root) for spec in config.data])
@@ -195,9 +182,105 @@ class Trainer:
         self.loss_fn = get_loss(config.loss, **config.loss_options)
         self.step = 0
         self.elapsed = 0.0
-        self.state_dir = self.output / "state"
-        if (self.state_dir / "trainer.pt").is_file():
+        if self.state_dir.exists():
             self.load_state()
+            if self.changes:
+                self._apply_changes()
+        self._agree(self._start_record)
+
+    def _start_record(self) -> None:
+        """Rank 0: ``run.json`` holds this run's settings (and the changes made on purpose); the log holds no step
+        after the state's (steps run after the last save are run again)."""
+        record = (read_record(self.output) if self.step else None) or {"changes": []}
+        if self.changes:
+            record["changes"].append({"at_step": self.step, "settings": {name: [old, new] for name, old, new
+                                                                          in self.changes}})
+        record.update(settings=self._run_settings(), step=self.step)
+        self._write_record(record)
+        log = self.output / "log.jsonl"
+        if log.is_file():
+            kept = []
+            for line in log.read_text(encoding="utf-8").splitlines(keepends=True):
+                try:
+                    if json.loads(line)["step"] <= self.step:
+                        kept.append(line)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line torn by a killed write
+            self._guarded(log, "the log", lambda: atomic_write(log, lambda file: file.writelines(kept)))
+
+    def _run_settings(self) -> dict[str, Any]:
+        if self._settings is None:
+            self._settings = run_settings(self.config)
+        return self._settings
+
+    def _write_record(self, record: dict) -> None:
+        path = self.output / RECORD_FILE
+        self._guarded(path, "the run's settings",
+                      lambda: atomic_write(path, lambda file: file.write(json.dumps(record, indent=1) + "\n")))
+
+    def _apply_changes(self) -> None:
+        """Settings changed on purpose that the saved optimizer and schedule hold: the new learning rates, weight
+        decay and schedule take effect from the resumed step on."""
+        config = self.config
+        if self.step > config.max_steps:
+            raise RunMismatchError(f"{self.output}: the run is at step {self.step}, past max_steps "
+                                   f"{config.max_steps}", self.changes)
+        bases = [config.learning_rate, config.learning_rate, config.head_learning_rate or config.learning_rate]
+        factor = linear_schedule(config.warmup_steps, config.max_steps)(self.step)
+        self.scheduler.base_lrs = list(bases)
+        for group, base in zip(self.optimizer.param_groups, bases):
+            group["initial_lr"] = base
+            group["lr"] = base * factor
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        self.optimizer.param_groups[0]["weight_decay"] = config.weight_decay
+        if self.rank == 0:
+            listed = "; ".join(f"{name}: {old} -> {new}" for name, old, new in self.changes)
+            print(f"{self.output}: continuing at step {self.step} with settings changed on purpose ({listed})",
+                  file=sys.stderr, flush=True)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has reached ``max_steps`` and its model is saved."""
+        return self.step >= self.config.max_steps and (self.output / "model" / "model.safetensors").is_file()
+
+    def close(self) -> None:
+        """Releases ``output_dir`` for another trainer (:meth:`train` does so when it returns)."""
+        self.lock.release()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _relock(self) -> None:
+        """Takes ``output_dir`` again for a second :meth:`train`; the state must be the one this trainer holds."""
+        def claim():
+            self.lock.acquire()
+            if self._stamp() != self._state_stamp:
+                self.lock.release()
+                raise RunMismatchError(f"{self.state_dir} changed since this trainer read or saved it (another trainer "
+                                       "ran in the folder); start a new Trainer to continue from it", [])
+        self._agree(claim)
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            info = (self.state_dir / "trainer.pt").stat()
+        except OSError:
+            return None
+        return info.st_ino, info.st_mtime_ns
+
+    def _guarded(self, path: Path, what: str, write: Callable[[], Any], after: str = "") -> Any:
+        """Runs ``write``; a failure (full or read-only file system) becomes a :class:`RunWriteError` naming
+        ``path``."""
+        try:
+            return write()
+        except Exception as error:
+            reason = f"{type(error).__name__}: {getattr(error, 'strerror', None) or error}"
+            after = after or "what was saved before is unchanged"
+            raise RunWriteError(f"cannot write {what} to {path} ({reason}); {after}. Free space or make the folder "
+                                "writable, then start the trainer again: it resumes from the last saved state") \
+                from error
 
     # ---------------------------------------------------------------------------------------------- data order
 
@@ -230,8 +313,25 @@ class Trainer:
 
     def train(self, until: int | None = None) -> Path:
         """Trains up to ``max_steps`` (or only up to step ``until``, keeping a resumable state) and saves the
-        model as a lightning-ir checkpoint in ``output_dir/model``; returns that folder."""
+        model as a lightning-ir checkpoint in ``output_dir/model``; returns that folder. A finished run is not
+        trained again: it says so and returns its model. ``output_dir`` is released when it returns."""
+        if self._released:
+            self._relock()
+        try:
+            return self._train(until)
+        finally:
+            self.lock.release()
+            self._released = True
+
+    def _train(self, until: int | None) -> Path:
         config = self.config
+        final = self.output / "model"
+        if self.finished:
+            if self.rank == 0:
+                print(f"the run in {self.output} finished at step {self.step} (max_steps {config.max_steps}); its "
+                      f"model is {final}. Nothing to train: to train it further, raise max_steps and add "
+                      "--allow-change max_steps; to train anew, choose another output_dir", file=sys.stderr, flush=True)
+            return final
         last = config.max_steps if until is None else min(until, config.max_steps)
         log_file = self.output / "log.jsonl"
         started = time.perf_counter() - self.elapsed
@@ -264,53 +364,100 @@ class Trainer:
                               loss=round(total, 6), lr=learning_rate, grad_norm=grad_norm,
                               step_seconds=round(time.perf_counter() - step_start, 3),
                               elapsed_seconds=round(self.elapsed, 1))
-                with open(log_file, "a", encoding="utf-8") as file:
-                    file.write(json.dumps(record) + "\n")
+                self._guarded(log_file, "the log", lambda: _append(log_file, json.dumps(record) + "\n"))
                 print(f"step {self.step}/{config.max_steps} loss {total:.4f} lr {learning_rate:.2e} "
                       f"({record['step_seconds']:.1f}s/step, {self.elapsed / 60:.1f} min)", file=sys.stderr,
                       flush=True)
             if config.save_every and self.step % config.save_every == 0 and self.step < config.max_steps:
                 self.save_state()
-        self.save_state()
+        if self._saved_step != self.step:
+            self.save_state()
         if self.step < config.max_steps:
             return self.state_dir / "model"
-        final = self.output / "model"
-        if self.rank == 0:
-            save_checkpoint(self.model, final)
-        if self.distributed:
-            dist.barrier()
+        self._agree(lambda: self._guarded(
+            final, "the model", lambda: save_checkpoint(self.model, final),
+            after=f"the training state of step {self.step} is saved in {self.state_dir}, and a start of the trainer "
+                  "writes the model from it without training"))
         return final
 
     # ---------------------------------------------------------------------------------------------- resuming
 
+    _saved_step: int | None = None
+
     def save_state(self) -> None:
-        """Model, optimizer, scheduler, RNG and step in ``output_dir/state`` (``model/`` and ``trainer.pt``),
-        written atomically (:func:`pyterrier_setenc.atomic.atomic_folder`)."""
-        if self.rank == 0:
+        """Model, optimizer, scheduler, RNG and step in ``output_dir/state`` (``model/``, ``trainer.pt`` and the
+        SHA-256 of each file in ``digests.json``), written atomically (:func:`pyterrier_setenc.atomic.atomic_folder`):
+        a failed save (full or read-only file system) raises :class:`~training.run.RunWriteError` naming the folder
+        and leaves the earlier state as it was."""
+        before = f"the state of step {self._saved_step} there is unchanged" if self._saved_step is not None \
+            else "no earlier state was saved"
+
+        def write() -> None:
             with atomic_folder(self.state_dir) as staging:
                 save_checkpoint(self.model, staging / "model")
                 torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(), "step": self.step,
-                            "elapsed": self.elapsed}, staging / "trainer.pt")
-        if self.distributed:
-            dist.barrier()
+                            "torch_rng": torch.get_rng_state(), "python_rng": random.getstate(),
+                            "step": self.step, "elapsed": self.elapsed}, staging / "trainer.pt")
+                write_digests(staging)
+
+        def save() -> None:
+            self._guarded(self.state_dir, f"the training state of step {self.step}", write, after=before)
+            record = read_record(self.output) or {"changes": [], "settings": self._run_settings()}
+            record["step"] = self.step
+            self._write_record(record)
+
+        self._agree(save)  # with several processes, all raise if the save failed
+        self._saved_step = self.step
+        self._state_stamp = self._stamp()
 
     def load_state(self) -> None:
+        """The saved state, checked first: a missing, truncated or altered file raises
+        :class:`~training.run.DamagedStateError` naming it."""
         from pyterrier_setenc.checkpoint import read_state_dict
 
-        state = torch.load(self.state_dir / "trainer.pt", map_location="cpu", weights_only=True)
-        weights = read_state_dict(self.state_dir / "model")
-        own = self.model.state_dict()
-        mapped = {name: weights[name.removeprefix("backbone.").removeprefix("head.")] for name in own}
-        self.model.load_state_dict(mapped)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(state["python_rng"])
-        self.step = int(state["step"])
+        remedy = (f"The saved state cannot be used: restore {self.state_dir} from a copy, or delete it to train the "
+                  f"run in {self.output} again from step 0")
+        trainer_file = self.state_dir / "trainer.pt"
+        if not trainer_file.is_file():
+            raise DamagedStateError(f"{trainer_file} is missing. {remedy}")
+        check_digests(self.state_dir, remedy)
+        try:
+            state = torch.load(trainer_file, map_location="cpu", weights_only=True)
+            missing = sorted({"optimizer", "scheduler", "torch_rng", "python_rng", "step"} - set(state))
+            if missing:
+                raise ValueError(f"it lacks {missing}")
+        except Exception as error:
+            raise DamagedStateError(f"{trainer_file} cannot be read ({type(error).__name__}: "
+                                    f"{str(error).splitlines()[0] if str(error) else ''}). {remedy}") from None
+        model_folder = self.state_dir / "model"
+        try:
+            weights = read_state_dict(model_folder)
+            own = self.model.state_dict()
+            mapped = {name: weights[name.removeprefix("backbone.").removeprefix("head.")] for name in own}
+            self.model.load_state_dict(mapped)
+        except Exception as error:
+            raise DamagedStateError(f"the weights in {model_folder} cannot be read ({type(error).__name__}: "
+                                    f"{str(error).splitlines()[0] if str(error) else ''}). {remedy}") from None
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            random.setstate(state["python_rng"])
+            self.step = int(state["step"])
+        except Exception as error:
+            raise DamagedStateError(f"{trainer_file} does not fit this model ({type(error).__name__}: {error}). "
+                                    f"{remedy}") from None
         self.elapsed = float(state.get("elapsed", 0.0))
+        self._saved_step = self.step
+        self._state_stamp = self._stamp()
         if self.rank == 0:
             print(f"resumed from {self.state_dir} at step {self.step}", file=sys.stderr, flush=True)
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
 
 
 class _nullcontext:
@@ -327,7 +474,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     overrides = {}
     for item in items:
         if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         overrides[key] = yaml.safe_load(value)
     return overrides
@@ -337,11 +484,19 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fine-tune a Set-Encoder or mono cross-encoder from a YAML config.")
     parser.add_argument("config", help="a YAML file (see training/configs)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    parser.add_argument("--allow-change", action="append", default=[], metavar="SETTING[,SETTING]",
+                        help="continue the run in output_dir although these settings differ from its stored ones "
+                             "(e.g. max_steps to train further)")
     args = parser.parse_args(argv)
-    config = TrainConfig.from_yaml(args.config, parse_overrides(args.set))
-    trainer = Trainer(config)
-    final = trainer.train()
-    if trainer.rank == 0:
+    try:
+        config = TrainConfig.from_yaml(args.config, parse_overrides(args.set))
+        trainer = Trainer(config, allow_changes=[name for item in args.allow_change for name in item.split(",")])
+        finished = trainer.finished
+        final = trainer.train()
+    except (ConfigError, OutputPathError, RunLockedError, RunMismatchError, DamagedStateError, RunWriteError) as error:
+        print(f"{type(error).__name__}: {error}", file=sys.stderr)  # the message says it all: no traceback
+        sys.exit(1)
+    if trainer.rank == 0 and not finished:
         print(f"saved {final}", file=sys.stderr)
     if trainer.distributed:
         dist.destroy_process_group()
