@@ -7,7 +7,8 @@ import os
 from .caching import ListwiseCache
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .listconranker import ListConRankerReRanker
-from .listconranker_model import ListConRankerModel, is_listconranker
+from .families import FAMILIES, Family, family_of
+from .listconranker_model import ListConRankerModel
 from .model import CrossEncoder
 from .mono import MonoReRanker
 from .reranker import CrossEncoderReRanker, EmptyTextWarning, ListwiseCacheWarning, ReRanker
@@ -15,24 +16,22 @@ from .set_encoder import SetEncoderReRanker
 
 __version__ = "0.1.0"
 
-__all__ = ["Checkpoint", "CheckpointError", "CrossEncoder", "CrossEncoderReRanker", "EmptyTextWarning",
-           "ListConRankerReRanker", "ListwiseCache", "ListwiseCacheWarning", "MonoReRanker", "ReRanker",
-           "SetEncoderReRanker", "load_checkpoint", "load_reranker"]
+__all__ = ["FAMILIES", "Checkpoint", "CheckpointError", "CrossEncoder", "CrossEncoderReRanker", "EmptyTextWarning",
+           "Family", "ListConRankerReRanker", "ListwiseCache", "ListwiseCacheWarning", "MonoReRanker", "ReRanker",
+           "SetEncoderReRanker", "family_of", "load_checkpoint", "load_reranker"]
 
 
 def load_reranker(name_or_path: str | os.PathLike | CrossEncoder | ListConRankerModel, **kwargs) -> ReRanker:
-    """The re-ranker that fits a checkpoint: :class:`SetEncoderReRanker` for ``set-encoder`` checkpoints,
-    :class:`ListConRankerReRanker` for ListConRanker ones, :class:`MonoReRanker` for pointwise ones. Keyword
-    arguments go to the re-ranker (``max_length=None``: the checkpoint's default).
+    """The re-ranker of the checkpoint's family (:data:`pyterrier_setenc.families.FAMILIES`):
+    :class:`SetEncoderReRanker` for ``set-encoder`` checkpoints, :class:`ListConRankerReRanker` for ListConRanker
+    ones, :class:`MonoReRanker` for pointwise ones. Keyword arguments go to the re-ranker (``max_length=None``: the
+    checkpoint's default).
 
     >>> reranker = load_reranker("webis/monoelectra-base")  # doctest: +SKIP
     """
-    if isinstance(name_or_path, ListConRankerModel) or (not isinstance(name_or_path, CrossEncoder)
-                                                        and is_listconranker(name_or_path)):
+    if isinstance(name_or_path, ListConRankerModel):
         return ListConRankerReRanker(name_or_path, **kwargs)
     if isinstance(name_or_path, CrossEncoder):
-        kind = name_or_path.kind
-    else:
-        kind = load_checkpoint(name_or_path, weights=False).kind
-    cls = SetEncoderReRanker if kind == "set-encoder" else MonoReRanker
-    return cls(name_or_path, **kwargs)
+        cls: type[ReRanker] = SetEncoderReRanker if name_or_path.kind == "set-encoder" else MonoReRanker
+        return cls(name_or_path, **kwargs)
+    return family_of(name_or_path).reranker_class()(name_or_path, **kwargs)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import torch
 
 from .encoder import activation
+from .lightning_ir import LightningIRConfig, LightningIRConfigError
 
 Kind = Literal["set-encoder", "mono", "hf-cross-encoder"]
 
@@ -31,7 +32,6 @@ SAFE_WEIGHTS, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
 BIN_WEIGHTS, BIN_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
 _REQUIRED_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                    "max_position_embeddings")
-DEFAULT_QUERY_LENGTH, DEFAULT_DOC_LENGTH = 32, 512  # lightning-ir's defaults when config.json gives none
 SUPPORTED_MESSAGE = (
     "supported are lightning-ir checkpoints with model_type 'set-encoder' or 'mono' (backbone bert or electra) and "
     "Hugging Face cross-encoders of the architectures " + ", ".join(_HF_CLASSIFIERS)
@@ -58,16 +58,21 @@ class Checkpoint:
     weight_sources: dict[str, Path] = field(default_factory=dict, repr=False)  # weight name -> file it came from
 
     @property
+    def options(self) -> LightningIRConfig | None:
+        """The typed lightning-ir options (``None`` for a Hugging Face cross-encoder)."""
+        return None if self.kind == "hf-cross-encoder" else lightning_ir_options(self.config, self.name)
+
+    @property
     def add_extra_token(self) -> bool:
-        return self.kind == "set-encoder" and bool(self.config.get("add_extra_token", False))
+        return self.options is not None and self.options.interaction_token
 
     @property
     def query_length(self) -> int | None:
-        return self.config.get("query_length", DEFAULT_QUERY_LENGTH) if self.kind != "hf-cross-encoder" else None
+        return None if self.options is None else self.options.query_length
 
     @property
     def doc_length(self) -> int | None:
-        return self.config.get("doc_length", DEFAULT_DOC_LENGTH) if self.kind != "hf-cross-encoder" else None
+        return None if self.options is None else self.options.doc_length
 
 
 def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
@@ -92,25 +97,10 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
 
 def classify(config: dict[str, Any], where: str = "") -> tuple[Kind, str]:
     """The kind and backbone of a checkpoint from its ``config.json``; an error names anything unsupported."""
+    if config.get("backbone_model_type") is not None:  # lightning-ir
+        options = lightning_ir_options(config, os.path.join(where, "config.json") if where else "config.json")
+        return options.model_type, options.backbone_model_type
     model_type = config.get("model_type")
-    backbone = config.get("backbone_model_type")
-    if backbone is not None:  # lightning-ir
-        if model_type == "set-encoder":
-            kind: Kind = "set-encoder"
-        elif model_type in ("mono", "cross-encoder"):
-            kind = "mono"
-        else:
-            raise CheckpointError(f"{where}: lightning-ir model_type {model_type!r} is not supported; "
-                                  f"{SUPPORTED_MESSAGE}")
-        if backbone not in SUPPORTED_BACKBONES:
-            raise CheckpointError(f"{where}: backbone_model_type {backbone!r} is not supported; {SUPPORTED_MESSAGE}")
-        if config.get("pooling_strategy", "first") not in ("first", "bert_pool", "mean", "sum", "max"):
-            raise CheckpointError(f"{where}: pooling_strategy {config['pooling_strategy']!r} is not supported")
-        if config.get("scoring_strategy", "rank") not in ("rank", "mono"):
-            raise CheckpointError(f"{where}: scoring_strategy {config['scoring_strategy']!r} is not supported")
-        if config.get("use_adapter"):
-            raise CheckpointError(f"{where}: checkpoints with LoRA adapters (use_adapter) are not supported")
-        return kind, backbone
     architectures = config.get("architectures") or []
     for architecture in architectures:
         if architecture in _HF_CLASSIFIERS:
@@ -118,6 +108,14 @@ def classify(config: dict[str, Any], where: str = "") -> tuple[Kind, str]:
     raise CheckpointError(
         f"{where}: found model_type={model_type!r}, architectures={architectures!r}; {SUPPORTED_MESSAGE}"
     )
+
+
+def lightning_ir_options(config: dict[str, Any], where: str = "") -> LightningIRConfig:
+    """The typed options of a lightning-ir ``config.json``; an unsupported one is a :class:`CheckpointError`."""
+    try:
+        return LightningIRConfig.from_json(config)
+    except LightningIRConfigError as error:
+        raise CheckpointError(f"{where}: {error}; {SUPPORTED_MESSAGE}") from None
 
 
 def read_json(file: Path) -> dict[str, Any]:
@@ -194,8 +192,9 @@ def _check_pair_model(config: dict[str, Any], kind: Kind, config_file: Path) -> 
                                   "not a relevance model (1 or 2 labels)")
         return
     positions = config["max_position_embeddings"]
-    for key, default in (("query_length", DEFAULT_QUERY_LENGTH), ("doc_length", DEFAULT_DOC_LENGTH)):
-        value = config.get(key, default)
+    options = lightning_ir_options(config, str(config_file))
+    for key in ("query_length", "doc_length"):
+        value = getattr(options, key)
         if not _whole_number(value) or not 1 <= value <= positions:
             raise CheckpointError(f"{config_file}: {key} must be a whole number from 1 to max_position_embeddings "
                                   f"({positions}), found {value!r}")

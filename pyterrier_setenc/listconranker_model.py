@@ -26,10 +26,10 @@ from .batching import pack, token_budget_for
 from .checkpoint import (CheckpointError, check_backbone_config, read_config, read_state_dict, read_weight_file,
                          resolve)
 from .encoder import Backbone
+from .families import LIST_FILES
 from .model import HARMLESS_WEIGHTS
 from .tokenization import load_backend
 
-LIST_FILES = ("linear_in_embedding.pt", "list_transformer.pt")
 _DOWNLOAD = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "tokenizer.json",
              "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", *LIST_FILES]
 _ENCODER_PREFIXES = ("hf_model.", "bert.")
@@ -40,15 +40,6 @@ _IGNORED_ENCODER_KEYS = ("pooler.", "embeddings.position_ids")
 WINDOW = 20
 FIXED_SHARE = 0.2
 MIN_FIXED = 10
-
-
-def is_listconranker(name_or_path: str | os.PathLike) -> bool:
-    """Whether a checkpoint is a ListConRanker: a local folder with ``list_transformer.pt``, or a Hugging Face id
-    naming ListConRanker (e.g. ``ByteDance/ListConRanker``), checked without a download."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return (path / "list_transformer.pt").is_file()
-    return "listconranker" in str(name_or_path).lower()
 
 
 class TextTokenizer:

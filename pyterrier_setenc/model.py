@@ -16,6 +16,7 @@ from torch import nn
 from .batching import PackedBatch, pack, token_budget_for
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .encoder import Backbone
+from .lightning_ir import LightningIRConfig, model_weight_name
 from .tokenization import PairTokenizer
 
 
@@ -34,14 +35,13 @@ def _where(sources: dict, key: str, files: list[str]) -> str:
 class LightningIRHead(nn.Module):
     """Pooling, optional BERT pooler (``bert_pool``) and the ``linear`` layer of lightning-ir cross-encoders."""
 
-    def __init__(self, config: dict):
+    def __init__(self, options: LightningIRConfig, hidden: int):
         super().__init__()
-        self.pooling = config.get("pooling_strategy", "first")
-        self.two_class = config.get("scoring_strategy", "rank") == "mono"
-        hidden = config["hidden_size"]
+        self.pooling = options.pooling_strategy
+        self.two_class = options.scoring_strategy == "mono"
         if self.pooling == "bert_pool":
             self.bert_pool = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
-        self.linear = nn.Linear(hidden, 2 if self.two_class else 1, bias=config.get("linear_bias", False))
+        self.linear = nn.Linear(hidden, 2 if self.two_class else 1, bias=options.linear_bias)
 
     def forward(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
         head_dtype = self.linear.weight.dtype  # float32 under half precision: scores keep their digits
@@ -125,10 +125,11 @@ class CrossEncoder(nn.Module):
             max_length=max_length)
         self.listwise = checkpoint.kind == "set-encoder"
         position = self.tokenizer.interaction_position if self.listwise else None
-        if checkpoint.kind == "hf-cross-encoder":
+        options = checkpoint.options
+        if options is None:  # a Hugging Face cross-encoder
             head = BertClassifierHead(config) if checkpoint.backbone == "bert" else ElectraClassifierHead(config)
         else:
-            head = LightningIRHead(config)
+            head = LightningIRHead(options, config["hidden_size"])
         self.backbone = Backbone(config, position)
         self.head = head
         vocab = config["vocab_size"]
@@ -154,10 +155,9 @@ class CrossEncoder(nn.Module):
         origin: dict[str, str] = {}
         unexpected = []
         for key, tensor in checkpoint.state_dict.items():
-            short = key.removeprefix(prefix)
-            name = f"backbone.{short}" if f"backbone.{short}" in own else f"head.{short}"
+            name = model_weight_name(key, own, prefix)
             if name not in own:
-                if short not in HARMLESS_WEIGHTS:
+                if key.removeprefix(prefix) not in HARMLESS_WEIGHTS:
                     unexpected.append(key)
                 continue
             if name in mapped:

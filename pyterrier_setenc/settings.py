@@ -117,9 +117,9 @@ class RerankerSettings:
         """Refuses, before any model loads, what the checkpoint ``model`` (a name or folder; other objects are not
         checked) cannot take: int8 for a ListConRanker."""
         if self.int8 and isinstance(model, (str, os.PathLike)):
-            from .listconranker_model import is_listconranker
+            from .families import family_of
 
-            if is_listconranker(model):
+            if family_of(model).name == "listconranker":
                 raise SettingsError(f"--int8 quantizes cross-encoders only; {model} is a ListConRanker checkpoint")
 
     def reranker_kwargs(self, model) -> dict:

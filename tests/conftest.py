@@ -121,6 +121,7 @@ def build_set_encoder(target: Path, add_extra_token: bool = True, seed: int = 0,
 
     from pyterrier_setenc.model import CrossEncoder
     from pyterrier_setenc.checkpoint import Checkpoint
+    from pyterrier_setenc.lightning_ir import checkpoint_weight_names
 
     target.mkdir(parents=True, exist_ok=True)
     copy_tokenizer(target)
@@ -142,8 +143,8 @@ def build_set_encoder(target: Path, add_extra_token: bool = True, seed: int = 0,
     for name, parameter in model.state_dict().items():
         value = torch.empty_like(parameter)
         value.uniform_(0.5, 1.5) if "LayerNorm.weight" in name else value.normal_(0, 0.2)
-        state[name.removeprefix("backbone.").removeprefix("head.")] = value
-    save_file(state, str(target / "model.safetensors"))
+        state[name] = value
+    save_file(checkpoint_weight_names(state), str(target / "model.safetensors"))
     return target
 
 

@@ -22,7 +22,7 @@ from agreement import MASK_ENTRY, check_scores, depth, deliberate
 from conftest import DATA, FIXTURES, SLICE, read_rerank, requires_data, slice_qids
 from pyterrier_setenc.checkpoint import CheckpointError
 from pyterrier_setenc.listconranker import ListConRankerReRanker
-from pyterrier_setenc.listconranker_model import ListConRankerModel, is_listconranker, iterative_scores
+from pyterrier_setenc.listconranker_model import ListConRankerModel, iterative_scores
 
 pytestmark = pytest.mark.numerics
 
@@ -225,11 +225,6 @@ def test_iterative_rule_ties_and_short_lists():
 
 
 # ------------------------------------------------------------------------------------------------- checkpoints
-
-
-def test_is_listconranker():
-    assert is_listconranker(FIXTURE) and is_listconranker("ByteDance/ListConRanker")
-    assert not is_listconranker(FIXTURES / "setenc-int") and not is_listconranker("webis/set-encoder-base")
 
 
 def test_checkpoint_errors(tmp_path):

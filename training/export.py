@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from pyterrier_setenc.atomic import atomic_folder, atomic_write, current_umask
+from pyterrier_setenc.lightning_ir import checkpoint_weight_names
 from pyterrier_setenc.model import CrossEncoder
 from pyterrier_setenc.precision import DTYPES, dtype_name
 
@@ -30,11 +31,8 @@ STORED_DTYPES = ("float32", "float16", "bfloat16")  # the types a checkpoint is 
 
 def lightning_ir_state_dict(model: CrossEncoder, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Weights named as lightning-ir names them: the backbone's without prefix, the head's ``linear.weight``."""
-    state = {}
-    for name, tensor in model.state_dict().items():
-        key = name.removeprefix("backbone.").removeprefix("head.")
-        state[key] = tensor.detach().to("cpu", dtype).contiguous()
-    return state
+    return {key: tensor.detach().to("cpu", dtype).contiguous()
+            for key, tensor in checkpoint_weight_names(model.state_dict()).items()}
 
 
 def save_checkpoint(model: CrossEncoder, folder: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Path:

@@ -414,6 +414,7 @@ class Trainer:
         """The saved state, checked first: a missing, truncated or altered file raises
         :class:`~training.run.DamagedStateError` naming it."""
         from pyterrier_setenc.checkpoint import read_state_dict
+        from pyterrier_setenc.lightning_ir import model_weight_name
 
         remedy = (f"The saved state cannot be used: restore {self.state_dir} from a copy, or delete it to train the "
                   f"run in {self.output} again from step 0")
@@ -433,7 +434,7 @@ class Trainer:
         try:
             weights = read_state_dict(model_folder)
             own = self.model.state_dict()
-            mapped = {name: weights[name.removeprefix("backbone.").removeprefix("head.")] for name in own}
+            mapped = {model_weight_name(key, own): tensor for key, tensor in weights.items()}
             self.model.load_state_dict(mapped)
         except Exception as error:
             raise DamagedStateError(f"the weights in {model_folder} cannot be read ({type(error).__name__}: "
