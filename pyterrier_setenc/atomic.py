@@ -166,8 +166,10 @@ def check_writable(path: str | os.PathLike) -> Path:
         os.close(handle)
         os.unlink(temporary)
     except OSError as error:
-        raise OutputPathError(f"output folder {folder} cannot be written ({type(error).__name__}: "
-                              f"{error.strerror or error})") from None
+        failure = OutputPathError(f"output folder {folder} cannot be written ({type(error).__name__}: "
+                                  f"{error.strerror or error})")
+        failure.errno = error.errno
+        raise failure from None
     return path
 
 
