@@ -11,7 +11,8 @@ work is done. A failed write (a full or read-only file system, no permission) is
 names the file.
 
 A symbolic link in an output path is followed; one that points nowhere is refused, named with its target
-(:func:`path_problem`). :func:`acquire_lock` keeps two processes from writing one output at once.
+(:func:`path_problem`). :func:`acquire_lock` and :func:`lock_folder` keep two processes from writing one output at
+once.
 """
 
 from __future__ import annotations
@@ -237,6 +238,22 @@ def acquire_lock(lock_file: str | os.PathLike) -> int:
         os.close(handle)  # removed (and perhaps made again) by its holder meanwhile: take the one at the path
 
 
+def lock_folder(folder: str | os.PathLike) -> int:
+    """Takes an exclusive lock on the folder itself (no file is made in it, so a killed holder leaves nothing
+    behind) and returns its handle, to be closed with ``os.close``. Raises ``BlockingIOError`` at once when another
+    process (or another handle of this one) holds it.
+
+    >>> handle = lock_folder("tirex-output")  # doctest: +SKIP
+    """
+    handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(handle)
+        raise
+    return handle
+
+
 def lock_holder(lock_file: str | os.PathLike) -> str:
     """Who holds ``lock_file``, for messages: ``"process 4242"`` (or ``"another process"``)."""
     try:
@@ -305,13 +322,23 @@ def replace_folder(complete: str | os.PathLike, folder: str | os.PathLike) -> Pa
 def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """An empty staging folder beside ``folder`` to write into; when the block ends without an error it takes the
     place of ``folder`` (:func:`replace_folder`), otherwise it is removed and ``folder`` is as it was. Staging
-    folders that killed writes of ``folder`` left behind are removed after the swap.
+    folders that killed writes of ``folder`` left behind are removed after the swap. A ``folder`` that is a symbolic
+    link to a folder is followed (the link stays); one that points nowhere or to a file is an
+    :class:`OutputPathError` naming it.
 
     >>> with atomic_folder("checkpoints/model") as staging:  # doctest: +SKIP
     ...     (staging / "config.json").write_text("{}")
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.is_symlink() and folder.is_dir():  # a folder on another disk: written beside the link's target
+        folder = folder.resolve()
+    problem = path_problem(folder)
+    if problem:
+        raise OutputPathError(f"{folder} cannot be written: {problem}")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(folder, error) from error
     while True:
         staging = _temporary_name(folder)
         try:

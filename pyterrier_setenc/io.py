@@ -219,7 +219,6 @@ def read_rerank(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = Path(path)
     rows = []
-    id_types: dict[str, dict[type, tuple[int, object]]] = {"qid": {}, "docno": {}}
     for number, row in json_objects(path):
         where = f"{path}, line {number}"
         for name in TIREX_ONLY_FIELDS:
@@ -228,15 +227,8 @@ def read_rerank(path: str | os.PathLike) -> pd.DataFrame:
         if missing:
             raise InputFileError(f"{where}: missing field(s) {missing}; every line needs {list(RERANK_FIELDS)}, "
                                  f"found {sorted(row)}")
-        given = {name: row[name] for name in id_types}
         row["qid"] = read_id(row["qid"], "qid", where)
         row["docno"] = read_id(row["docno"], "docno", where)
-        for name, seen in id_types.items():  # ids of one type a column, as the re-rankers require
-            seen.setdefault(type(given[name]), (number, given[name]))
-            if len(seen) > 1:
-                (line_a, a), (line_b, b) = seen.values()
-                raise InputFileError(f"{path}: column {name!r} mixes JSON strings and integers ({name} {a!r} on line "
-                                     f"{line_a}, {b!r} on line {line_b}); write every {name} as a string")
         if not isinstance(row["query"], str) or not row["query"].strip():
             raise InputFileError(f"{where}: query {row['query']!r} is missing, empty or not a string")
         if row["text"] is not None and not isinstance(row["text"], str):

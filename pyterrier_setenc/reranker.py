@@ -13,9 +13,10 @@ The rules every re-ranker follows:
 - a missing, empty, blank or non-string query, a docno twice in one query's list, a qid with two query texts, an id a
   TREC run cannot hold (empty or with whitespace), text the tokenizer cannot encode and a score that is not finite
   are errors that name the qid and docno;
-- ids are strings or integers, one type in a column: a column that mixes them (qid ``1`` and ``"1"``, which would be
-  scored as two queries and written as one id) or holds lists is an error naming the column and an example (TIREx's
-  reader refuses the same, :func:`pyterrier_setenc.io.read_rerank`);
+- ids are strings or integers. A column that mixes the two is read as TIREx's reader reads ids
+  (:func:`pyterrier_setenc.io.read_rerank`): an integer is its decimal text, so qid ``1`` and ``"1"`` are one query
+  (as they are in a run) and docno ``1`` beside ``"1"`` in one list is a repeated docno; any other mix of types, or
+  a column holding lists, is an error naming the column and an example;
 - the progress bar (``verbose``) counts passages and advances within a long list as the model works through it.
 """
 
@@ -189,9 +190,17 @@ def _id_kind(value) -> str:
     return type(value).__name__
 
 
+def normalize_ids(frame: pd.DataFrame, columns: Iterable[str] = ("qid", "docno")) -> pd.DataFrame:
+    """A column of strings and integers as strings, integers in decimal (TIREx's rule); others as they are."""
+    for column in columns:
+        if frame[column].dtype == object and set(frame[column].map(_id_kind)) == {"str", "int"}:
+            frame[column] = frame[column].map(lambda v: str(int(v)) if _id_kind(v) == "int" else v)
+    return frame
+
+
 def check_id_types(frame: pd.DataFrame, columns: Iterable[str] = ("qid", "docno")) -> None:
-    """Ids in one column are all strings or all integers (or all of one other type): lists and a mix of types are
-    errors naming the column and an example (qid ``1`` and ``"1"`` would be two queries written as one id)."""
+    """Ids in one column are of one type (after :func:`normalize_ids`): lists and a mix of types are errors naming
+    the column and an example."""
     for column in columns:
         if frame[column].dtype != object:
             continue
@@ -206,9 +215,8 @@ def check_id_types(frame: pd.DataFrame, columns: Iterable[str] = ("qid", "docno"
         if len(types) > 1:
             examples = ", ".join(f"{frame.loc[present.index[present == kind][0], column]!r} ({kind})"
                                  for kind in types[:3])
-            raise ValueError(f"column {column!r} mixes ids of types {' and '.join(types)}, e.g. {examples}: "
-                             f"{column} 1 and '1' would be scored apart and written as the same id; give every "
-                             f"{column} as a string (frame[{column!r}].astype(str))")
+            raise ValueError(f"column {column!r} mixes ids of types {' and '.join(types)}, e.g. {examples}; give "
+                             f"every {column} as a string (or every one as an integer)")
 
 
 def check_contents(frame: pd.DataFrame, text_field: str) -> None:
@@ -283,7 +291,7 @@ def validate_frame(inp, text_field: str, context: pt.Transformer | None = None) 
     with a plain index and plain (non-categorical) columns."""
     check_frame(inp, text_field, context)
     frame = inp.drop(columns=["score", "rank"], errors="ignore").reset_index(drop=True)
-    frame = plain_columns(frame, ["qid", "docno", "query", text_field])
+    frame = normalize_ids(plain_columns(frame, ["qid", "docno", "query", text_field]))
     if len(frame):
         check_contents(frame, text_field)
     return frame

@@ -15,10 +15,10 @@ Everything is checked before anything is touched, in this order: the output fold
 input (:func:`pyterrier_setenc.io.read_rerank`), the numerics options suit the model, the model loads. Then the
 candidates are scored and ``run.txt`` is written atomically. A failed or killed run ends with a message that names
 the problem and leaves an earlier ``run.txt`` as it was; errors about a row of the input name its line. One run at a
-time works in an output folder: a second one started meanwhile ends at once with an error (the lock
-``.run.txt.lock`` in the folder, removed when the run ends). An output folder that is a symbolic link is followed;
-one that points nowhere is refused before anything is read. A full or read-only file system while ``run.txt`` is
-written is an error naming the file.
+time works in an output folder: a second one started meanwhile ends at once with an error (a lock on the folder
+itself, which leaves no file behind and ends with the process, also a killed one). An output folder that is a
+symbolic link is followed; one that points nowhere is refused before anything is read. A full or read-only file
+system while ``run.txt`` is written is an error naming the file.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import pandas as pd
 import pyterrier as pt
 
 from . import embedded
-from .atomic import OutputPathError, acquire_lock, check_writable, lock_holder, release_lock
+from .atomic import OutputPathError, check_writable, lock_folder
 from .checkpoint import CheckpointError
 from .io import (InputFileError, check_tag, default_tag, find_rerank, normalize_run, read_rerank, tag_from_name,
                  write_run)
@@ -44,7 +44,6 @@ from .settings import RerankerSettings, SettingsError
 from .tirex_image import download_model  # noqa: F401  (tira/Dockerfile imports it from here)
 
 RUN_FILE = "run.txt"
-LOCK_FILE = ".run.txt.lock"  # held in the output folder while a run works there
 DEPTH = 1000
 BAKED_MODEL = "/model"
 PROGRAM = "pyterrier_setenc.tirex"
@@ -124,12 +123,11 @@ def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, mo
     PosixPath('tirex-output/run.txt')
     """
     target = check_writable(Path(output_dir) / RUN_FILE)
-    lock_file = target.parent / LOCK_FILE
     try:
-        lock = acquire_lock(lock_file)
+        lock = lock_folder(target.parent)
     except BlockingIOError:
-        raise OutputPathError(f"output folder {target.parent}: another run ({lock_holder(lock_file)}) is writing "
-                              f"{RUN_FILE} there right now; wait for it to end or choose another folder") from None
+        raise OutputPathError(f"output folder {target.parent}: another run holds its lock and is writing {RUN_FILE} "
+                              "there right now; wait for it to end or choose another folder") from None
     except OSError as error:
         raise OutputPathError(f"output folder {target.parent} cannot be written ({error.strerror or error})") \
             from None
@@ -145,7 +143,7 @@ def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, mo
         write_run(target, run, tag)
         say(f"wrote {len(run)} lines for {run['qid'].nunique()} queries to {target}")
     finally:
-        release_lock(lock_file, lock)
+        os.close(lock)
     return target
 
 

@@ -167,14 +167,15 @@ INPUTS = [  # (case, input maker, exception, regular expression the message must
      "'query' with no characters a tokenizer keeps.*qid='q2'"),
     ("query only replacement characters", _edit("query", 4, "\ufffd\ufffd"), ValueError,
      "'query' with no characters a tokenizer keeps.*qid='q2'"),
-    # inputs that become two things: ids of several types in one column
-    ("qid 1 and '1' in one column", lambda: frame().assign(qid=[1, 1, 1, 1, "1"]), ValueError,
-     "column 'qid' mixes ids of types int and str, e.g. 1 \\(int\\), '1' \\(str\\)"),
-    ("docno 1 and '1' in one column", lambda: frame().assign(docno=[1, "1", 2, 3, 4]), ValueError,
-     "column 'docno' mixes ids of types int and str"),
-    ("qid int among strings", _edit("qid", 4, 2), ValueError, "column 'qid' mixes ids of types str and int"),
+    # inputs that become two things: ids of several types in one column (strings and integers are read as TIREx
+    # reads them, an integer as its decimal text: see test_string_and_integer_ids_are_read_as_tirex_reads_them)
+    ("docno 1 and '1' in one list", lambda: frame().assign(docno=[1, "1", 2, 3, 4]), ValueError,
+     "docno '1' occurs more than once for qid 'q1'"),
+    ("qid 1 and '1' for two queries", lambda: frame().assign(qid=[1, 1, 1, 1, "1"]), ValueError,
+     "qid '1' has more than one query text"),
     ("docno float among strings", _edit("docno", 0, 1.5), ValueError,
-     "column 'docno' mixes ids of types float and str"),
+     "column 'docno' mixes ids of types float and str, e.g. 1.5 \\(float\\), 'd1' \\(str\\)"),
+    ("qid bool among strings", _edit("qid", 4, True), ValueError, "column 'qid' mixes ids of types str and bool"),
     # columns holding lists
     ("qid a list", _edit("qid", 4, ["q2"]), ValueError, "column 'qid' holds lists, not ids.*docno='e0'"),
     ("docno a list", _edit("docno", 1, ["d1", "d9"]), ValueError, "column 'docno' holds lists, not ids.*qid='q1'"),
@@ -275,6 +276,15 @@ def test_progress_advances_within_one_long_list(monkeypatch):
     assert updates == sorted(updates) and updates[0] < 120
     quiet = SetEncoderReRanker(FIXTURES / "setenc-int", verbose=False)(long)
     pd.testing.assert_frame_equal(result, quiet, check_exact=True)  # reporting changes no score
+
+
+def test_string_and_integer_ids_are_read_as_tirex_reads_them(reranker):
+    """Documented behaviour: in a column of strings and integers an integer is its decimal text (TIREx's reader's
+    rule, pyterrier_setenc.io.read_id), so qid 1 and "1" are one query, as they are in a run."""
+    mixed = frame().assign(qid=[1, 1, "1", 1, "q2"], docno=[10, "11", 12, "13", "e0"])
+    text = frame().assign(qid=["1", "1", "1", "1", "q2"], docno=["10", "11", "12", "13", "e0"])
+    pd.testing.assert_frame_equal(reranker(mixed), reranker(text), check_exact=True)
+    assert reranker(mixed)["qid"].tolist() == ["1"] * 4 + ["q2"]
 
 
 def test_categorical_columns_score_like_plain_ones(reranker):

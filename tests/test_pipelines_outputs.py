@@ -630,3 +630,19 @@ def test_a_damaged_stored_output_is_computed_again_with_a_warning(tmp_path, monk
     verify_result(out)  # the new manifest records the recomputed file
     if folder == "out":
         assert (out / "cache" / "setenc-int.run").read_text() == fresh
+
+
+def test_a_folder_written_as_a_unit_follows_a_symlink_and_names_a_dangling_one(tmp_path):
+    """``atomic_folder`` (checkpoints, trained models) treats links like the output folders do."""
+    from pyterrier_setenc.atomic import OutputPathError, atomic_folder
+
+    (tmp_path / "disk" / "model").mkdir(parents=True)
+    (tmp_path / "model").symlink_to(tmp_path / "disk" / "model")
+    with atomic_folder(tmp_path / "model") as staging:
+        (staging / "config.json").write_text("{}")
+    assert (tmp_path / "model").is_symlink() and os.listdir(tmp_path / "disk" / "model") == ["config.json"]
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputPathError, match=re.escape(f"{tmp_path / 'gone'} is a symbolic link to "
+                                                        f"{tmp_path / 'nowhere'}, which does not exist")):
+        with atomic_folder(tmp_path / "gone" / "model"):
+            raise AssertionError("not reached")

@@ -267,13 +267,9 @@ def make_bad_input(case: str, folder: Path) -> tuple[Path, list[str]]:
     if case == "surrogate-text":  # JSON's "\ud800": not text; pandas' string columns cannot even hold it
         write_lines(gz, edited(3, text="lobster \ud800 shell"))
         return folder, [str(gz), "line 4", "text holds a lone surrogate"]
-    if case == "qid-1-and-string-1":  # one query to TIREx's reader, two to a re-ranker before: refused by both
-        write_lines(gz, edited(0, qid=1))
-        return folder, [str(gz), "column 'qid' mixes JSON strings and integers (qid 1 on line 1, '1' on line 2)"]
-    if case == "docno-string-among-integers":
-        write_lines(gz, edited(5, docno="4871"))
-        return folder, [str(gz), "column 'docno' mixes JSON strings and integers (docno 8172 on line 1, '4871' on "
-                        "line 6)"]
+    if case == "docno-8172-and-string-8172":  # one passage twice (two passages to a re-ranker before: now refused)
+        write_lines(gz, edited(5, docno="8172"))
+        return folder, [str(gz), "docno '8172' for qid '1' occurs more than once (lines [1, 6])"]
     if case == "nul-query":  # no word piece: refused like an empty query
         lines = sample_lines()
         for line in lines:
@@ -296,21 +292,30 @@ def make_bad_input(case: str, folder: Path) -> tuple[Path, list[str]]:
 
 BAD_INPUTS = ["missing-field", "missing-qid", "empty-gzip", "empty-file", "blank-lines", "truncated-gzip", "not-gzip",
               "bad-json", "not-an-object", "repeated-docno", "two-query-texts", "empty-query", "docno-with-space",
-              "bool-docno", "float-qid", "list-docno", "surrogate-text", "qid-1-and-string-1",
-              "docno-string-among-integers", "nul-query", "control-character-query", "no-input-file", "no-folder"]
+              "bool-docno", "float-qid", "list-docno", "surrogate-text", "docno-8172-and-string-8172",
+              "nul-query", "control-character-query", "no-input-file", "no-folder"]
 
 
-def test_tirex_and_the_rerankers_refuse_the_same_mixed_ids(tmp_path):
-    """qid 1 and "1" in one input: TIREx's reader and the re-rankers both refuse it, naming the column."""
+def test_tirex_and_the_rerankers_read_mixed_ids_alike(tmp_path):
+    """qid 1 beside "1" and docnos of both types in one input: TIREx's reader and a re-ranker given the same rows
+    as a frame see one query with the same passages, and give the same scores; docno 8172 beside "8172" both refuse."""
     from pyterrier_setenc.io import InputFileError, read_rerank
 
     lines = edited(0, qid=1)
+    lines[3]["docno"] = str(lines[3]["docno"])
     write_lines(tmp_path / "rerank.jsonl", lines)
-    with pytest.raises(InputFileError, match="column 'qid' mixes JSON strings and integers"):
+    reranker = SetEncoderReRanker(FIXTURES / "setenc-int", verbose=False)
+    rerank_file(tmp_path, tmp_path / "out", reranker, tag="mixed")
+    run = read_run(tmp_path / "out", ONE_QUERY).set_index("docno")["score"].astype(float)
+    direct = reranker(pd.DataFrame(lines)[["qid", "query", "docno", "text"]])
+    assert direct["qid"].unique().tolist() == ["1"]
+    assert run.loc[direct["docno"]].tolist() == direct["score"].tolist()
+    lines[5]["docno"] = str(lines[0]["docno"])
+    write_lines(tmp_path / "rerank.jsonl", lines)
+    with pytest.raises(InputFileError, match=f"docno '{lines[0]['docno']}' for qid '1' occurs more than once"):
         read_rerank(tmp_path / "rerank.jsonl")
-    frame = pd.DataFrame(lines)[["qid", "query", "docno", "text"]]
-    with pytest.raises(ValueError, match="column 'qid' mixes ids of types int and str"):
-        SetEncoderReRanker(FIXTURES / "setenc-int", verbose=False)(frame)
+    with pytest.raises(ValueError, match=f"docno '{lines[0]['docno']}' occurs more than once for qid '1'"):
+        reranker(pd.DataFrame(lines)[["qid", "query", "docno", "text"]])
 
 
 # --- symlinked, full, read-only and shared output folders ---------------------------------------------------------
@@ -398,8 +403,8 @@ def test_two_runs_into_one_output_folder_do_not_both_write(tmp_path):
     try:
         assert started.wait(60)
         with pytest.raises(OutputPathError, match=re.escape(
-                f"output folder {tmp_path / 'out'}: another run (process {os.getpid()}) is writing run.txt there "
-                "right now")):
+                f"output folder {tmp_path / 'out'}: another run holds its lock and is writing run.txt there right "
+                "now")):
             rerank_file(SAMPLE, tmp_path / "out", NoScoring(), tag="second")
     finally:
         release.set()
