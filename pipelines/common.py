@@ -415,10 +415,12 @@ def add_correction(parser: argparse.ArgumentParser) -> None:
 def clean_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
     """Bad input (missing files, unknown names, bad values) ends the command with its message, not a traceback."""
     from pyterrier_setenc import CheckpointError
+    from pyterrier_setenc.atomic import OutputPathError
 
     try:
         yield
-    except (FileNotFoundError, ValueError, KeyError, CheckpointError, DataFormatError, OutputError) as error:
+    except (FileNotFoundError, ValueError, KeyError, CheckpointError, DataFormatError, OutputError,
+            OutputPathError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         parser.exit(2, f"{parser.prog}: error: {message}\n")
 

@@ -5,18 +5,23 @@ Every file is written atomically (a temporary file moved into place with ``os.re
 a staging folder beside the output folder (``.NAME.partial``) and swapped in only when complete, together with its
 ``manifest.json`` (settings and the SHA-256 of each file); so the output folder holds either the earlier complete
 result or the new one, whatever fails or is killed when. Each model's output is stored in the staging folder as soon
-as it is computed (``cache/``, with the key it was computed under), so that a rerun after a crash, or with the same
-settings, reuses it instead of computing it again.
+as it is computed (``cache/``, with the key it was computed under and its SHA-256), so that a rerun after a crash, or
+with the same settings, reuses it instead of computing it again; a stored output whose digest does not match is
+computed again, with a :class:`StoredOutputWarning` naming the file.
+
+An output folder that is a symbolic link to a folder is followed (the staging folder is made beside the link's
+target); one that points nowhere is refused before any work. One experiment at a time writes a folder: the lock
+file ``.NAME.lock`` beside it is held from :meth:`ResultFolder.open` until the result is committed and cleaned up.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +30,8 @@ from typing import Any
 import pandas as pd
 
 from pyterrier_setenc import io
-from pyterrier_setenc.atomic import atomic_write, replace_folder
+from pyterrier_setenc.atomic import (OutputPathError, acquire_lock, atomic_write, lock_holder, path_problem,
+                                     release_lock, replace_folder, write_error)
 
 MANIFEST = "manifest.json"
 CACHE = "cache"
@@ -82,6 +88,10 @@ class OutputError(ValueError):
     """The output folder cannot be used (not writable, a file, or a folder that is not an experiment's result)."""
 
 
+class StoredOutputWarning(UserWarning):
+    """A stored model output does not match its recorded SHA-256 and is computed again."""
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
@@ -109,33 +119,51 @@ class ResultFolder:
     """
 
     def __init__(self, path: str | os.PathLike, option: str = "--output"):
-        self.final = Path(path).expanduser().absolute()
+        self.given = Path(path).expanduser().absolute()
         self.option = option
-        self.staging = self.final.parent / f".{self.final.name}.partial"
+        self._place(self.given)
         self.lock: int | None = None
         self.stored: set[str] = set()  # stems of the model outputs of this result
+
+    def _place(self, final: Path) -> None:
+        self.final = final
+        self.staging = final.parent / f".{final.name}.partial"
+        self.lock_file = final.parent / f".{final.name}.lock"
 
     def __repr__(self) -> str:
         return f"ResultFolder({str(self.final)!r})"
 
     def fail(self, problem: str) -> OutputError:
-        return OutputError(f"{self.option} {self.final}: {problem}")
+        return OutputError(f"{self.option} {self.given}: {problem}")
 
     def open(self) -> ResultFolder:
+        if self.given.is_symlink():
+            if not self.given.exists():
+                raise self.fail(f"is a symbolic link to {os.readlink(self.given)}, which does not exist; make that "
+                                "folder or remove the link")
+            if self.given.is_dir():  # results on another disk: work beside the link's target
+                self._place(self.given.resolve())
         if self.final.exists() and not self.final.is_dir():
-            raise self.fail("is a file, not a folder")
+            what = f"a symbolic link to the file {self.final.resolve()}" if self.final.is_symlink() else "a file"
+            raise self.fail(f"is {what}, not a folder")
+        problem = path_problem(self.final.parent)
+        if problem:
+            raise self.fail(f"cannot be written: {problem}")
         if self.final.is_dir() and any(self.final.iterdir()) and not (self.final / MANIFEST).is_file():
             raise self.fail(f"exists and is not an experiment's result (it has no {MANIFEST}); nothing is written "
                             "into such a folder: choose another folder or empty it")
         try:
-            self.staging.mkdir(parents=True, exist_ok=True)
-            self.lock = os.open(self.staging, os.O_RDONLY)
-            fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.lock = acquire_lock(self.lock_file)
+        except BlockingIOError:
+            raise self.fail(f"another experiment ({lock_holder(self.lock_file)}) is writing to this folder right "
+                            f"now (it holds {self.lock_file})") from None
+        except OSError as error:
+            raise self.fail(f"cannot be written ({error.strerror or error})") from None
+        try:
+            self.staging.mkdir(exist_ok=True)
             probe = atomic_write(self.staging / ".write-probe", lambda file: file.write("probe"))
             probe.unlink()
-        except BlockingIOError:
-            self.close()
-            raise self.fail("another experiment is writing to this folder right now") from None
         except OSError as error:
             self.close()
             raise self.fail(f"cannot be written ({error.strerror or error})") from None
@@ -144,13 +172,15 @@ class ResultFolder:
         return self
 
     def close(self) -> None:
+        """Removes an empty staging folder, then releases the lock (in this order: the next experiment's staging
+        folder is never removed)."""
         if self.lock is not None:
-            os.close(self.lock)
-            self.lock = None
             try:
                 self.staging.rmdir()  # nothing stored: leave nothing behind
             except OSError:
                 pass
+            release_lock(self.lock_file, self.lock)
+            self.lock = None
 
     def path(self, relative: str | os.PathLike) -> Path:
         return self.staging / relative
@@ -162,11 +192,38 @@ class ResultFolder:
 
     def store(self, stem: str, results: pd.DataFrame, key: str | None, description: Mapping[str, Any]) -> None:
         """Stores a model's output (a TREC run with exact scores, :func:`pyterrier_setenc.io.write_run`) with the key
-        it was computed under: ``STEM.run`` and ``STEM.json``, written as soon as the output exists."""
-        io.write_run(self.path(f"{stem}.run"), results, "stored")
-        info = {"key": key, **description}
-        atomic_write(self.path(f"{stem}.json"), lambda file: json.dump(info, file, indent=1, default=str))
+        it was computed under and the run's SHA-256: ``STEM.run`` and ``STEM.json``, written as soon as the output
+        exists. A failed write names the file (and the outputs already stored, which a rerun reuses)."""
+        try:
+            io.write_run(self.path(f"{stem}.run"), results, "stored")
+            info = {"key": key, "sha256": sha256_file(self.path(f"{stem}.run")), **description}
+            atomic_write(self.path(f"{stem}.json"), lambda file: json.dump(info, file, indent=1, default=str))
+        except OSError as error:
+            kept = sorted(self.stored - {stem})
+            raise write_error(self.path(f"{stem}.run"), error) if not kept else OutputPathError(
+                f"{write_error(self.path(f'{stem}.run'), error)}; the outputs already stored ({', '.join(kept)}) "
+                f"stay in {self.staging} and are reused by a rerun") from error
         self.stored.add(stem)
+
+    def _damaged(self, folder: Path, stem: str, info: dict) -> str | None:
+        """Which stored file of ``stem`` in ``folder`` does not match its recorded SHA-256 (the digest in its
+        ``.json``; for the current result also the manifest's), or ``None``."""
+        run_path = folder / f"{stem}.run"
+        expected = {run_path: [info.get("sha256")]}
+        if folder == self.final:
+            try:
+                listed = json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("files", {})
+            except (OSError, ValueError, AttributeError):
+                listed = {}
+            expected[run_path].append(listed.get(f"{stem}.run"))
+            expected[folder / f"{stem}.json"] = [listed.get(f"{stem}.json")]
+        for path, digests in expected.items():
+            digests = [d for d in digests if d is not None]
+            if not digests:
+                return f"{path} has no recorded SHA-256 (stored by an earlier version)"
+            if any(sha256_file(path) != digest for digest in digests):
+                return f"{path} does not match the SHA-256 recorded when it was stored (damaged or changed since)"
+        return None
 
     def lookup(self, stem: str, key: str | None) -> pd.DataFrame | None:
         """The stored output of ``stem`` if it was computed under ``key`` (in the staging folder, else in the
@@ -177,7 +234,12 @@ class ResultFolder:
             info_path, run_path = folder / f"{stem}.json", folder / f"{stem}.run"
             try:
                 info = json.loads(info_path.read_text(encoding="utf-8"))
-                if info.get("key") != key:
+                if not isinstance(info, dict) or info.get("key") != key:
+                    continue
+                damaged = self._damaged(folder, stem, info)
+                if damaged is not None:
+                    warnings.warn(f"{damaged}; it is not reused, the model's output is computed again",
+                                  StoredOutputWarning, stacklevel=3)
                     continue
                 frame = io.read_run(run_path)
             except (OSError, ValueError):
@@ -205,7 +267,10 @@ class ResultFolder:
         manifest = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "settings": dict(settings),
                     "files": {str(p): sha256_file(self.staging / p) for p in sorted(keep)}}
         atomic_write(self.path(MANIFEST), lambda file: json.dump(manifest, file, indent=1, default=str))
-        replace_folder(self.staging, self.final)
+        try:
+            replace_folder(self.staging, self.final)
+        except OSError as error:
+            raise write_error(self.final, error) from error
         self.close()
         return [self.final / name for name in files]
 

@@ -7,13 +7,19 @@ place (:func:`replace_folder`), exchanged with the earlier folder in one step wh
 A temporary file or staging folder is named ``.NAME.PID.RANDOM.tmp``. A write that is killed (``SIGKILL``, power
 loss) before its rename cannot remove its own; the next successful write of the same target removes those of
 processes that no longer run on this machine. :func:`check_writable` tries all of this on an output path before any
-work is done.
+work is done. A failed write (a full or read-only file system, no permission) is an :class:`OutputPathError` that
+names the file.
+
+A symbolic link in an output path is followed; one that points nowhere is refused, named with its target
+(:func:`path_problem`). :func:`acquire_lock` and :func:`lock_folder` keep two processes from writing one output at
+once.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import re
 import secrets
@@ -28,7 +34,40 @@ SUFFIX = ".tmp"
 
 
 class OutputPathError(OSError):
-    """An output path that cannot be written; the message names the path and the reason."""
+    """An output path that cannot be written; the message names the path and the reason (``errno`` is the
+    underlying error's, where there is one)."""
+
+
+def write_error(path: str | os.PathLike, error: OSError) -> OutputPathError:
+    """An :class:`OutputPathError` naming ``path`` for an ``OSError`` raised while writing it (a full or read-only
+    file system, no permission), with the same ``errno``."""
+    if isinstance(error, OutputPathError):
+        return error
+    reason = error.strerror or str(error)
+    code = errno.errorcode.get(error.errno, "") if error.errno is not None else ""
+    hint = {errno.ENOSPC: "; the file system is full", errno.EDQUOT: "; the disk quota is used up",
+            errno.EROFS: "; the file system is read-only", errno.EACCES: "; no permission to write there",
+            errno.EPERM: "; no permission to write there"}.get(error.errno, "")
+    failure = OutputPathError(f"{path} could not be written ({code + ': ' if code else ''}{reason}{hint})")
+    failure.errno = error.errno
+    return failure
+
+
+def path_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` or a folder above it cannot hold a folder: a symbolic link that points nowhere, or a file
+    (also through a link); ``None`` when there is no such problem (``path`` may still be missing).
+
+    >>> path_problem("results/out")  # doctest: +SKIP
+    'results is a symbolic link to /mnt/gone, which does not exist'
+    """
+    path = Path(path)
+    for part in [path, *path.parents][::-1]:
+        if part.is_symlink() and not part.exists():
+            return f"{part} is a symbolic link to {os.readlink(part)}, which does not exist"
+        if part.exists() and not part.is_dir():
+            what = f"a symbolic link to the file {part.resolve()}" if part.is_symlink() else "a file"
+            return f"{part} is {what}, not a folder"
+    return None
 
 
 def current_umask() -> int:
@@ -111,8 +150,15 @@ def check_writable(path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     folder = path.parent
+    if folder.is_symlink() and not folder.exists():
+        raise OutputPathError(f"output folder {folder} is a symbolic link to {os.readlink(folder)}, which does not "
+                              "exist; make that folder or remove the link")
     if folder.exists() and not folder.is_dir():
-        raise OutputPathError(f"output {folder} is a file; it must be a folder")
+        what = f"a symbolic link to the file {folder.resolve()}" if folder.is_symlink() else "a file"
+        raise OutputPathError(f"output {folder} is {what}; it must be a folder")
+    problem = path_problem(folder)
+    if problem:
+        raise OutputPathError(f"output folder {folder} cannot be written: {problem}")
     if path.is_dir():
         raise OutputPathError(f"output {path} is a folder; it must be a file or not exist")
     try:
@@ -121,21 +167,29 @@ def check_writable(path: str | os.PathLike) -> Path:
         os.close(handle)
         os.unlink(temporary)
     except OSError as error:
-        raise OutputPathError(f"output folder {folder} cannot be written ({type(error).__name__}: "
-                              f"{error.strerror or error})") from None
+        failure = OutputPathError(f"output folder {folder} cannot be written ({type(error).__name__}: "
+                                  f"{error.strerror or error})")
+        failure.errno = error.errno
+        raise failure from None
     return path
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> Path:
     """Calls ``write(file)`` on a temporary file beside ``path``, then renames it to ``path``; on failure the
-    temporary file is removed and ``path`` is as it was. After the rename, temporary files of ``path`` that killed
-    writes left behind are removed.
+    temporary file is removed, ``path`` is as it was and an ``OSError`` is an :class:`OutputPathError` naming
+    ``path``. A symbolic link at ``path`` is replaced by the file (its target is not touched). After the rename,
+    temporary files of ``path`` that killed writes left behind are removed.
 
     >>> atomic_write("run.txt", lambda file: file.write("1 Q0 d1 1 2.5 tag\\n"))  # doctest: +SKIP
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = _create_temporary(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = _create_temporary(path)
+    except OSError as error:
+        problem = path_problem(path.parent)
+        raise (OutputPathError(f"{path} could not be written: {problem}") if problem else write_error(path, error)) \
+            from error
     try:
         with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) \
                 as file:
@@ -144,12 +198,80 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
             os.fsync(file.fileno())
         os.chmod(temporary, 0o666 & ~current_umask())  # created owner-only, like mkstemp's files
         os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise write_error(path, error) from error
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)
     remove_stale_temporaries(path)
     return path
+
+
+# --- locks -----------------------------------------------------------------------------------------------------------
+
+def acquire_lock(lock_file: str | os.PathLike) -> int:
+    """Takes an exclusive lock on ``lock_file`` (created if missing, the holder's process id written into it) and
+    returns its handle for :func:`release_lock`. Raises ``BlockingIOError`` at once when another process (or another
+    handle of this one) holds it; the lock ends with the process, also a killed one. A lock file that its holder
+    removed while this call waited is not taken: the call takes the one now at the path.
+
+    >>> handle = acquire_lock("tirex-output/.run.txt.lock")  # doctest: +SKIP
+    """
+    lock_file = Path(lock_file)
+    while True:
+        handle = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BaseException:
+            os.close(handle)
+            raise
+        try:
+            current = os.path.samestat(os.fstat(handle), os.stat(lock_file))
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(handle, 0)
+            os.write(handle, f"{os.getpid()}\n".encode())
+            return handle
+        os.close(handle)  # removed (and perhaps made again) by its holder meanwhile: take the one at the path
+
+
+def lock_folder(folder: str | os.PathLike) -> int:
+    """Takes an exclusive lock on the folder itself (no file is made in it, so a killed holder leaves nothing
+    behind) and returns its handle, to be closed with ``os.close``. Raises ``BlockingIOError`` at once when another
+    process (or another handle of this one) holds it.
+
+    >>> handle = lock_folder("tirex-output")  # doctest: +SKIP
+    """
+    handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(handle)
+        raise
+    return handle
+
+
+def lock_holder(lock_file: str | os.PathLike) -> str:
+    """Who holds ``lock_file``, for messages: ``"process 4242"`` (or ``"another process"``)."""
+    try:
+        pid = Path(lock_file).read_text(encoding="utf-8").strip()
+    except OSError:
+        pid = ""
+    return f"process {pid}" if pid.isdigit() else "another process"
+
+
+def release_lock(lock_file: str | os.PathLike, handle: int) -> None:
+    """Removes ``lock_file`` and releases the lock taken by :func:`acquire_lock` (removed while still held, so that
+    no other process can take a lock on a file that is then removed)."""
+    try:
+        Path(lock_file).unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only folder: the lock ends anyway
+    finally:
+        os.close(handle)
 
 
 # --- folders ---------------------------------------------------------------------------------------------------------
@@ -200,13 +322,23 @@ def replace_folder(complete: str | os.PathLike, folder: str | os.PathLike) -> Pa
 def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """An empty staging folder beside ``folder`` to write into; when the block ends without an error it takes the
     place of ``folder`` (:func:`replace_folder`), otherwise it is removed and ``folder`` is as it was. Staging
-    folders that killed writes of ``folder`` left behind are removed after the swap.
+    folders that killed writes of ``folder`` left behind are removed after the swap. A ``folder`` that is a symbolic
+    link to a folder is followed (the link stays); one that points nowhere or to a file is an
+    :class:`OutputPathError` naming it.
 
     >>> with atomic_folder("checkpoints/model") as staging:  # doctest: +SKIP
     ...     (staging / "config.json").write_text("{}")
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.is_symlink() and folder.is_dir():  # a folder on another disk: written beside the link's target
+        folder = folder.resolve()
+    problem = path_problem(folder)
+    if problem:
+        raise OutputPathError(f"{folder} cannot be written: {problem}")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(folder, error) from error
     while True:
         staging = _temporary_name(folder)
         try:

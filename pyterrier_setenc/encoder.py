@@ -201,29 +201,39 @@ class Backbone(nn.Module):
             hidden = self.embeddings_project(hidden)
         return hidden
 
-    def forward(self, batch: PackedBatch, gradient_checkpointing: bool = False) -> torch.Tensor:
+    def forward(self, batch: PackedBatch, gradient_checkpointing: bool = False,
+                progress: Callable[[float], None] | None = None) -> torch.Tensor:
         """Last hidden states of all packed tokens (T, H). With ``gradient_checkpointing`` (and autograd on) each
         layer's activations are recomputed in the backward pass instead of kept, so long lists fit in memory. On the
-        CPU, freed buffers are kept for reuse (:func:`~pyterrier_setenc.allocator.keep_freed_memory`)."""
+        CPU, freed buffers are kept for reuse (:func:`~pyterrier_setenc.allocator.keep_freed_memory`).
+        ``progress`` is called with the share of the work done (0 to 1) after each bucket of each layer."""
         if batch.input_ids.device.type == "cpu":
             keep_freed_memory()
         hidden = self.embed(batch)
         position = self.interaction_position if batch.listwise else None
-        for layer in self.encoder.layer:
+        layers = len(self.encoder.layer)
+        for number, layer in enumerate(self.encoder.layer):
+            step = None if progress is None else \
+                (lambda done, number=number: progress((number + done) / layers))  # noqa: E731
             if gradient_checkpointing and torch.is_grad_enabled():
                 hidden = checkpoint(self._layer, layer, hidden, batch, position, use_reentrant=False)
             else:
-                hidden = self._layer(layer, hidden, batch, position)
+                hidden = self._layer(layer, hidden, batch, position, step)
+            if progress is not None:
+                progress((number + 1) / layers)
         return hidden
 
     @staticmethod
-    def _layer(layer: Layer, hidden: torch.Tensor, batch: PackedBatch, position: int | None) -> torch.Tensor:
+    def _layer(layer: Layer, hidden: torch.Tensor, batch: PackedBatch, position: int | None,
+               step: Callable[[float], None] | None = None) -> torch.Tensor:
         partners = None
         if position is not None:  # the states all buckets see, taken before any bucket changes
             states = hidden[batch.starts + position]
             partners = Partners(layer.attention.self.partner_keys_values(states), position)
         if torch.is_grad_enabled():  # out of place, for autograd
             return torch.cat([layer(hidden[b.rows], b, batch, partners) for b in batch.buckets])
-        for bucket in batch.buckets:  # in place: memory stays one copy of the hidden states
+        for number, bucket in enumerate(batch.buckets):  # in place: memory stays one copy of the hidden states
             hidden[bucket.rows] = layer(hidden[bucket.rows], bucket, batch, partners)
+            if step is not None:
+                step((number + 1) / len(batch.buckets))
         return hidden

@@ -28,7 +28,7 @@ from .checkpoint import (CheckpointError, check_backbone_config, read_config, re
 from .encoder import Backbone
 from .families import LIST_FILES
 from .model import HARMLESS_WEIGHTS
-from .tokenization import load_backend
+from .tokenization import check_vocabulary, load_backend, tokenizer_source
 
 _DOWNLOAD = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "tokenizer.json",
              "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", *LIST_FILES]
@@ -45,11 +45,11 @@ MIN_FIXED = 10
 class TextTokenizer:
     """Encodes single texts as ``[CLS] text [SEP]``, cut to ``max_length`` word pieces (query and passages alike)."""
 
-    def __init__(self, backend: Tokenizer, max_length: int):
+    def __init__(self, backend: Tokenizer, max_length: int, source: str = "the tokenizer"):
         self.max_length = max_length
         cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
         if cls_id is None or sep_id is None:
-            raise CheckpointError("the tokenizer has no [CLS] or [SEP] token; only BERT vocabularies are supported")
+            raise CheckpointError(f"{source} has no [CLS] or [SEP] token; only BERT vocabularies are supported")
         self.backend = Tokenizer.from_str(backend.to_str())
         self.backend.post_processor = TemplateProcessing(single="[CLS] $0 [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
                                                          special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
@@ -221,7 +221,9 @@ class ListConRankerModel(nn.Module):
         # None: the checkpoint's own limit (its position embeddings)
         limit = config["max_position_embeddings"]
         max_length = limit if max_length is None else min(max_length, limit)
-        model = cls(config, width, len(layers), feedforward, TextTokenizer(load_backend(path), max_length), name)
+        backend, source = load_backend(path), str(tokenizer_source(path))
+        check_vocabulary(backend, source, config["vocab_size"], str(path / "config.json"))
+        model = cls(config, width, len(layers), feedforward, TextTokenizer(backend, max_length, source), name)
         model._load(encoder, projection, lists)
         return model
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -205,22 +205,26 @@ class CrossEncoder(nn.Module):
         return pack(encoded.input_ids, encoded.token_type_ids, list_sizes if self.listwise else None,
                     token_budget=token_budget or token_budget_for(self.device))
 
-    def forward(self, batch: PackedBatch, gradient_checkpointing: bool = False) -> torch.Tensor:
+    def forward(self, batch: PackedBatch, gradient_checkpointing: bool = False,
+                progress: Callable[[float], None] | None = None) -> torch.Tensor:
         """Scores of all sequences of a packed batch, in the order they were given to :meth:`encode`
-        (``gradient_checkpointing``: see :meth:`Backbone.forward`)."""
+        (``gradient_checkpointing``, ``progress``: see :meth:`Backbone.forward`)."""
         batch = batch.to(self.device)
-        sorted_scores = self.head(self.backbone(batch, gradient_checkpointing), batch).float()
+        sorted_scores = self.head(self.backbone(batch, gradient_checkpointing, progress), batch).float()
         return sorted_scores.new_empty(batch.size).index_copy(0, batch.order, sorted_scores)
 
     @torch.inference_mode()
     def score_lists(self, queries: Sequence[str], lists: Sequence[Sequence[str]],
-                    token_budget: int | None = None, listwise: bool = True) -> list[torch.Tensor]:
+                    token_budget: int | None = None, listwise: bool = True,
+                    progress: Callable[[float], None] | None = None) -> list[torch.Tensor]:
         """Scores each query's passage list in one pass; lists of one call are run together. ``listwise=False``
-        scores every passage on its own (a Set-Encoder without inter-passage attention, same tokens)."""
+        scores every passage on its own (a Set-Encoder without inter-passage attention, same tokens).
+        ``progress`` is told the share of the pass done as it goes (:meth:`Backbone.forward`)."""
         sizes = [len(docs) for docs in lists]
         flat_queries = [q for q, n in zip(queries, sizes) for _ in range(n)]
         flat_docs = [d for docs in lists for d in docs]
         if not flat_docs:
             return [torch.empty(0) for _ in lists]
-        scores = self(self.encode(flat_queries, flat_docs, sizes if listwise else None, token_budget)).cpu()
+        scores = self(self.encode(flat_queries, flat_docs, sizes if listwise else None, token_budget),
+                      progress=progress).cpu()
         return list(torch.split(scores, sizes))

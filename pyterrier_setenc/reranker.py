@@ -6,25 +6,33 @@ The rules every re-ranker follows:
 - the input is a result frame with ``qid``, ``query``, ``docno`` and the text column (checked through
   ``pt.validate``, so ``pt.inspect.transformer_inputs`` reports them); other columns are kept, ``score`` and ``rank``
   are replaced, the output is sorted by qid, then rank;
-- a passage text that is missing (``None``, NaN) or empty or only whitespace is scored as the empty passage (the
-  model's template with nothing in the passage's place), with one :class:`EmptyTextWarning` per call that says how
-  many rows and names the first; any other text that is not a string is an error;
-- a missing, empty or non-string query, a docno twice in one query's list, a qid with two query texts, an id a TREC
-  run cannot hold (empty or with whitespace), text the tokenizer cannot encode and a score that is not finite are
-  errors that name the qid and docno.
+- a passage text that is missing (``None``, NaN) or empty or blank (only whitespace, control and format characters
+  such as NUL or zero-width spaces, combining marks and U+FFFD: what the tokenizers drop) is scored as the empty
+  passage (the model's template with nothing in the passage's place), with one :class:`EmptyTextWarning` per call
+  that says how many rows and names the first; any other text that is not a string is an error;
+- a missing, empty, blank or non-string query, a docno twice in one query's list, a qid with two query texts, an id a
+  TREC run cannot hold (empty or with whitespace), text the tokenizer cannot encode and a score that is not finite
+  are errors that name the qid and docno;
+- ids are strings or integers. A column that mixes the two is read as TIREx's reader reads ids
+  (:func:`pyterrier_setenc.io.read_rerank`): an integer is its decimal text, so qid ``1`` and ``"1"`` are one query
+  (as they are in a run) and docno ``1`` beside ``"1"`` in one list is a repeated docno; any other mix of types, or
+  a column holding lists, is an error naming the column and an example;
+- the progress bar (``verbose``) counts passages and advances within a long list as the model works through it.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import numbers
 import os
 import re
 import sys
+import unicodedata
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -38,6 +46,17 @@ from .numerics import quantize_int8
 from .precision import has_precision, resolve_dtype, set_precision
 
 _WHITESPACE = re.compile(r"\s")
+_NOTHING_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})  # what BERT's normaliser drops or splits on
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` has nothing a tokenizer keeps: only whitespace, control and format characters (NUL,
+    zero-width space, ...), combining marks and U+FFFD. Such a query is refused, such a passage scored as empty.
+
+    >>> is_blank("\\x00\\x07 \\u200b"), is_blank("a\\x00")
+    (True, False)
+    """
+    return not text.strip() or all(c == "\ufffd" or unicodedata.category(c) in _NOTHING_CATEGORIES for c in text)
 
 
 class InputColumnsError(pt.validate.InputValidationError, ValueError):
@@ -159,12 +178,55 @@ def _where(frame: pd.DataFrame, rows) -> str:
     return f"qid={row['qid']!r} docno={row['docno']!r}"
 
 
+def _id_kind(value) -> str:
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, numbers.Integral):
+        return "int"
+    if isinstance(value, (list, tuple, dict, set, np.ndarray, pd.Series)):
+        return "container"
+    return type(value).__name__
+
+
+def normalize_ids(frame: pd.DataFrame, columns: Iterable[str] = ("qid", "docno")) -> pd.DataFrame:
+    """A column of strings and integers as strings, integers in decimal (TIREx's rule); others as they are."""
+    for column in columns:
+        if frame[column].dtype == object and set(frame[column].map(_id_kind)) == {"str", "int"}:
+            frame[column] = frame[column].map(lambda v: str(int(v)) if _id_kind(v) == "int" else v)
+    return frame
+
+
+def check_id_types(frame: pd.DataFrame, columns: Iterable[str] = ("qid", "docno")) -> None:
+    """Ids in one column are of one type (after :func:`normalize_ids`): lists and a mix of types are errors naming
+    the column and an example."""
+    for column in columns:
+        if frame[column].dtype != object:
+            continue
+        kinds = frame[column].map(_id_kind)
+        container = kinds == "container"
+        if container.any():
+            value = frame.loc[container, column].iloc[0]
+            raise ValueError(f"column {column!r} holds {type(value).__name__}s, not ids: each {column} must be one "
+                             f"string or integer, e.g. {_where(frame, container)}")
+        present = kinds[~frame[column].map(_missing)]
+        types = list(dict.fromkeys(present))
+        if len(types) > 1:
+            examples = ", ".join(f"{frame.loc[present.index[present == kind][0], column]!r} ({kind})"
+                                 for kind in types[:3])
+            raise ValueError(f"column {column!r} mixes ids of types {' and '.join(types)}, e.g. {examples}; give "
+                             f"every {column} as a string (or every one as an integer)")
+
+
 def check_contents(frame: pd.DataFrame, text_field: str) -> None:
     """Ids, queries and texts (see the module's rules); ``frame`` has a plain index."""
     for column in ("qid", "docno"):
         missing = frame[column].isna()
         if missing.any():
             raise ValueError(f"{int(missing.sum())} row(s) have a missing {column!r}, e.g. {_where(frame, missing)}")
+    check_id_types(frame)
+    for column in ("qid", "docno"):
         broken = frame[column].map(lambda v: isinstance(v, str) and (v == "" or bool(_WHITESPACE.search(v))))
         if broken.any():
             raise ValueError(f"{int(broken.sum())} row(s) have a {column!r} that is empty or holds whitespace, which "
@@ -173,6 +235,11 @@ def check_contents(frame: pd.DataFrame, text_field: str) -> None:
     if bad_query.any():
         raise ValueError(f"{int(bad_query.sum())} row(s) have a missing, empty or not a string 'query', e.g. "
                          f"{_where(frame, bad_query)}")
+    blank_query = frame["query"].map(is_blank)
+    if blank_query.any():
+        raise ValueError(f"{int(blank_query.sum())} row(s) have a 'query' with no characters a tokenizer keeps (only "
+                         "control or format characters such as NUL, whitespace or combining marks), e.g. "
+                         f"{_where(frame, blank_query)}")
     bad_text = ~frame[text_field].map(lambda v: isinstance(v, str) or _missing(v))
     if bad_text.any():
         kind = type(frame.loc[bad_text, text_field].iloc[0]).__name__
@@ -210,11 +277,12 @@ def _unencodable(text: str) -> bool:
 
 def passage_texts(frame: pd.DataFrame, text_field: str) -> list[str]:
     """The texts the model scores: missing, empty or whitespace-only texts become ``""`` (with one warning)."""
-    texts = [v if isinstance(v, str) and v.strip() else "" for v in frame[text_field].tolist()]
+    texts = [v if isinstance(v, str) and not is_blank(v) else "" for v in frame[text_field].tolist()]
     empty = np.array([not text for text in texts])
     if empty.any():
-        warnings.warn(f"{int(empty.sum())} passage(s) have a missing, empty or whitespace-only {text_field!r} and are "
-                      f"scored as empty passages, e.g. {_where(frame, empty)}", EmptyTextWarning, stacklevel=4)
+        warnings.warn(f"{int(empty.sum())} passage(s) have a missing, empty or blank (whitespace or control "
+                      f"characters only) {text_field!r} and are scored as empty passages, e.g. {_where(frame, empty)}",
+                      EmptyTextWarning, stacklevel=4)
     return texts
 
 
@@ -223,7 +291,7 @@ def validate_frame(inp, text_field: str, context: pt.Transformer | None = None) 
     with a plain index and plain (non-categorical) columns."""
     check_frame(inp, text_field, context)
     frame = inp.drop(columns=["score", "rank"], errors="ignore").reset_index(drop=True)
-    frame = plain_columns(frame, ["qid", "docno", "query", text_field])
+    frame = normalize_ids(plain_columns(frame, ["qid", "docno", "query", text_field]))
     if len(frame):
         check_contents(frame, text_field)
     return frame
@@ -281,8 +349,10 @@ class ReRanker(pt.Transformer):
         for batch in list_batches([len(rows) for rows in query_rows], self.batch_size):
             yield [query_rows[number] for number in batch]
 
-    def score_lists(self, queries: list[str], lists: list[list[str]]) -> list[np.ndarray]:
-        """Scores (float64) of each query's passages, for the lists of one forward pass."""
+    def score_lists(self, queries: list[str], lists: list[list[str]],
+                    progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
+        """Scores (float64) of each query's passages, for the lists of one forward pass; ``progress``, where the
+        subclass takes it, is told the share of the pass done (0 to 1) as the model works through it."""
         raise NotImplementedError
 
     def cache_key(self) -> str:
@@ -310,12 +380,24 @@ class ReRanker(pt.Transformer):
             _warn_if_cached_by_pair(self)
         query_rows = list(frame.groupby("qid", sort=False).indices.values())
         queries = frame["query"].tolist()
-        last_rows = {int(rows[-1]) for rows in query_rows}  # a query is done when its last row is scored
         scores = np.empty(len(frame), dtype=np.float64)
-        progress = pt.tqdm(total=len(query_rows), desc=repr(self), unit="q", disable=not self.verbose)
+        progress = pt.tqdm(total=len(frame), desc=repr(self), unit="passage", disable=not self.verbose)
+        takes_progress = "progress" in inspect.signature(self.score_lists).parameters
         with progress, torch.inference_mode():
             for rows in self.batches(query_rows):
-                batch_scores = self.score_lists([queries[r[0]] for r in rows], [[texts[i] for i in r] for r in rows])
+                passages = sum(len(r) for r in rows)
+                done = [0]
+
+                def advance(share: float, passages=passages, done=done) -> None:
+                    """Moves the bar to ``share`` of this batch's passages (within a long list)."""
+                    reached = min(passages, int(share * passages))
+                    if reached > done[0]:
+                        progress.update(reached - done[0])
+                        done[0] = reached
+
+                extra = {"progress": advance} if takes_progress and not progress.disable else {}
+                batch_scores = self.score_lists([queries[r[0]] for r in rows], [[texts[i] for i in r] for r in rows],
+                                                **extra)
                 for r, s in zip(rows, batch_scores):
                     scores[r] = s
                     finite = np.isfinite(scores[r])
@@ -323,7 +405,7 @@ class ReRanker(pt.Transformer):
                         raise ValueError(f"the model gave {int((~finite).sum())} score(s) that are not finite "
                                          f"({scores[r][~finite][0]}), e.g. {_where(frame, r[~finite])}; no result "
                                          "was returned")
-                progress.update(sum(int(r[-1]) in last_rows for r in rows))
+                advance(1.0)
         return with_ranks(frame, scores)
 
     def transform_iter(self, inp):
@@ -390,7 +472,7 @@ class CrossEncoderReRanker(ReRanker):
             dtype: the numbers the model computes with: ``"float32"`` (the default; reproduces the published
                 scores), ``"bfloat16"`` or ``"float16"`` (half precision that keeps the head in float32), or
                 ``"auto"`` (what is fast on this machine); a torch dtype or its name (:mod:`.precision`).
-            verbose: a progress bar over queries.
+            verbose: a progress bar over passages (advancing within a long list).
             max_length: the longest tokenized (query, passage) sequence; default the checkpoint's.
             int8: int8 linear layers in the encoder (CPU, float32; changes the scores; see :mod:`.numerics`).
         """
@@ -413,6 +495,7 @@ class CrossEncoderReRanker(ReRanker):
     def kind_error(self, model: CrossEncoder) -> str:
         return f"{type(self).__name__} does not score {model.kind} checkpoints ({model.name})"
 
-    def score_lists(self, queries: list[str], lists: list[list[str]]) -> list[np.ndarray]:
-        return [s.double().numpy() for s in self.module.score_lists(queries, lists)]
+    def score_lists(self, queries: list[str], lists: list[list[str]],
+                    progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
+        return [s.double().numpy() for s in self.module.score_lists(queries, lists, progress=progress)]
 

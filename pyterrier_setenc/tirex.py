@@ -14,7 +14,11 @@ in order, passages by descending score, ranks from 1, at most 1,000 passages a q
 Everything is checked before anything is touched, in this order: the output folder can be written, the tag, the
 input (:func:`pyterrier_setenc.io.read_rerank`), the numerics options suit the model, the model loads. Then the
 candidates are scored and ``run.txt`` is written atomically. A failed or killed run ends with a message that names
-the problem and leaves an earlier ``run.txt`` as it was; errors about a row of the input name its line.
+the problem and leaves an earlier ``run.txt`` as it was; errors about a row of the input name its line. One run at a
+time works in an output folder: a second one started meanwhile ends at once with an error (a lock on the folder
+itself, which leaves no file behind and ends with the process, also a killed one). An output folder that is a
+symbolic link is followed; one that points nowhere is refused before anything is read. A full or read-only file
+system while ``run.txt`` is written is an error naming the file.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import pandas as pd
 import pyterrier as pt
 
 from . import embedded
-from .atomic import OutputPathError, check_writable
+from .atomic import OutputPathError, check_writable, lock_folder
 from .checkpoint import CheckpointError
 from .io import (InputFileError, check_tag, default_tag, find_rerank, normalize_run, read_rerank, tag_from_name,
                  write_run)
@@ -119,16 +123,27 @@ def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, mo
     PosixPath('tirex-output/run.txt')
     """
     target = check_writable(Path(output_dir) / RUN_FILE)
-    tag = valid_tag(tag if tag is not None else default_tag(model))
-    source = find_rerank(input_path)
-    frame = read_rerank(source)
-    say(f"read {len(frame)} candidates of {frame['qid'].nunique()} queries from {source}")
-    reranker = (settings or RerankerSettings()).load(model, shard_dir=target.parent)
-    say(f"re-ranking with {reranker!r}")
-    with naming_lines(frame, source):
-        run = normalize_run(rerank(frame, reranker), tag, depth)
-    write_run(target, run, tag)
-    say(f"wrote {len(run)} lines for {run['qid'].nunique()} queries to {target}")
+    try:
+        lock = lock_folder(target.parent)
+    except BlockingIOError:
+        raise OutputPathError(f"output folder {target.parent}: another run holds its lock and is writing {RUN_FILE} "
+                              "there right now; wait for it to end or choose another folder") from None
+    except OSError as error:
+        raise OutputPathError(f"output folder {target.parent} cannot be written ({error.strerror or error})") \
+            from None
+    try:
+        tag = valid_tag(tag if tag is not None else default_tag(model))
+        source = find_rerank(input_path)
+        frame = read_rerank(source)
+        say(f"read {len(frame)} candidates of {frame['qid'].nunique()} queries from {source}")
+        reranker = (settings or RerankerSettings()).load(model, shard_dir=target.parent)
+        say(f"re-ranking with {reranker!r}")
+        with naming_lines(frame, source):
+            run = normalize_run(rerank(frame, reranker), tag, depth)
+        write_run(target, run, tag)
+        say(f"wrote {len(run)} lines for {run['qid'].nunique()} queries to {target}")
+    finally:
+        os.close(lock)
     return target
 
 

@@ -64,6 +64,21 @@ def load_backend(path: Path) -> Tokenizer:
     return backend
 
 
+def check_vocabulary(backend: Tokenizer, source: str, vocab_size: int | None = None,
+                     config_file: str | None = None) -> None:
+    """Refuses a tokenizer that does not fit its model, naming ``source``: a WordPiece vocabulary without its unknown
+    token (words outside the vocabulary would vanish without a word), or more token ids than the model's embedding
+    matrix has rows (``vocab_size`` of ``config_file``)."""
+    unknown = getattr(backend.model, "unk_token", None)
+    if unknown is not None and backend.token_to_id(unknown) is None:
+        raise CheckpointError(f"{source} has no {unknown} token, which a BERT-style vocabulary needs (words it does "
+                              "not know would be dropped from queries and passages)")
+    count = backend.get_vocab_size(with_added_tokens=True)
+    if vocab_size is not None and count > vocab_size:
+        raise CheckpointError(f"{config_file or source}: vocab_size {vocab_size} is smaller than the {count} token ids "
+                              f"of {source}; the tokenizer does not belong to these weights")
+
+
 def _tokenizer_config(path: Path) -> dict:
     config_file = path / "tokenizer_config.json"
     return read_json(config_file) if config_file.is_file() else {}
@@ -94,6 +109,7 @@ class PairTokenizer:
         self.plain = backend  # used for cutting texts: no special tokens, no truncation
         self.plain.no_truncation()
         self.plain.no_padding()
+        check_vocabulary(backend, source)
         self.cls_id = self._id("[CLS]")
         self.sep_id = self._id("[SEP]")
         self.pad_id = self._id("[PAD]")

@@ -132,6 +132,37 @@ def replace_text(name: str, old: str, new: str) -> Callable[[Path], None]:
     return damage
 
 
+def add_vocab_lines(name: str, count: int) -> Callable[[Path], None]:
+    """More word pieces than the model's embedding matrix has rows (a tokenizer of another, larger model)."""
+    def damage(folder: Path) -> None:
+        text = (folder / name).read_text(encoding="utf-8").rstrip("\n")
+        (folder / name).write_text(text + "".join(f"\nextraword{i}" for i in range(count)) + "\n", encoding="utf-8")
+    return damage
+
+
+def tokenizer_json(change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def damage(folder: Path) -> None:
+        data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+        change(data)
+        (folder / "tokenizer.json").write_text(json.dumps(data), encoding="utf-8")
+    return damage
+
+
+def without_unk(data: dict) -> None:
+    """The [UNK] entry renamed in the vocabulary (the model still names [UNK] as its unknown token)."""
+    data["model"]["vocab"]["[XNK]"] = data["model"]["vocab"].pop("[UNK]")
+    for token in data["added_tokens"]:
+        if token["content"] == "[UNK]":
+            token["content"] = "[XNK]"
+
+
+def more_added_tokens(data: dict) -> None:
+    top = max(token["id"] for token in data["added_tokens"]) if data["added_tokens"] else 0
+    top = max(top, max(data["model"]["vocab"].values()))
+    data["added_tokens"] += [dict(id=top + 1 + i, content=f"[EXTRA{i}]", single_word=False, lstrip=False,
+                                  rstrip=False, normalized=False, special=True) for i in range(8)]
+
+
 def both(*damages: Callable[[Path], None]) -> Callable[[Path], None]:
     def damage(folder: Path) -> None:
         for d in damages:
@@ -327,6 +358,22 @@ CASES = [
              "model.safetensors.index.json", r"is not valid JSON"),
     ),
     *rows(
+        "tokenizers that do not fit the weights",
+        Case("vocab.txt without [UNK]", "mono", replace_text("vocab.txt", "\n[UNK]\n", "\n[XNK]\n"), E, "vocab.txt",
+             r"has no \[UNK\] token, which a BERT-style vocabulary needs"),
+        Case("tokenizer.json without [UNK]", "setenc-int", tokenizer_json(without_unk), E, "tokenizer.json",
+             r"has no \[UNK\] token"),
+        Case("HF tokenizer.json without [UNK]", "hf-bert", tokenizer_json(without_unk), E, "tokenizer.json",
+             r"has no \[UNK\] token"),
+        Case("vocab.txt of a larger model (mono)", "mono", add_vocab_lines("vocab.txt", 10), E, "config.json",
+             r"vocab_size 30522 is smaller than the 30532 token ids of .*vocab\.txt"),
+        Case("vocab.txt of a larger model (Set-Encoder without [INT])", "setenc-noint",
+             add_vocab_lines("vocab.txt", 3), E, "config.json",
+             r"vocab_size 30522 is smaller than the 30525 token ids"),
+        Case("tokenizer.json with more added tokens than embeddings", "hf-electra", tokenizer_json(more_added_tokens),
+             E, "config.json", r"vocab_size 30522 is smaller than the 30530 token ids of .*tokenizer\.json"),
+    ),
+    *rows(
         "configurations that cannot work",
         Case("heads do not divide the hidden size", "setenc-int", edit_json("config.json", num_attention_heads=5), E,
              "config.json", r"num_attention_heads 5 does not divide hidden_size 32"),
@@ -413,7 +460,7 @@ def test_every_class_has_several_cases():
     for param in CASES:
         group = param.id.split(":")[0]
         groups[group] = groups.get(group, 0) + 1
-    assert len(groups) == 5 and min(groups.values()) >= 5, groups
+    assert len(groups) == 6 and min(groups.values()) >= 5, groups
 
 
 def test_the_stray_backup_would_change_the_scores(tmp_path):
@@ -466,8 +513,13 @@ LISTCON = FIXTURES / "listconranker"
     (write("config.json", "[]"), "config.json", r"must hold a JSON object, found an array"),
     (edit_json("config.json", num_attention_heads=3), "config.json", r"num_attention_heads 3 does not divide"),
     (write("vocab.txt", b"\xff\xfe\x00"), "vocab.txt", r"is not a readable WordPiece vocabulary"),
+    (add_vocab_lines("vocab.txt", 5), "config.json", r"vocab_size 30522 is smaller than the 30527 token ids of "
+                                                     r".*vocab\.txt; the tokenizer does not belong to these weights"),
+    (replace_text("vocab.txt", "\n[UNK]\n", "\n[XNK]\n"), "vocab.txt", r"has no \[UNK\] token"),
+    (remove_line("vocab.txt", "[SEP]"), "vocab.txt", r"is not a readable WordPiece vocabulary: sep_token not found"),
 ], ids=["truncated list_transformer.pt", "garbage linear_in_embedding.pt", "truncated model.safetensors",
-        "config.json an array", "heads do not divide", "vocab.txt not text"])
+        "config.json an array", "heads do not divide", "vocab.txt not text", "vocab.txt of a larger model",
+        "vocab.txt without [UNK]", "vocab.txt without [SEP]"])
 def test_bad_listconranker_checkpoints(damage, file, what, tmp_path):
     folder = shutil.copytree(LISTCON, tmp_path / "ckpt")
     damage(folder)

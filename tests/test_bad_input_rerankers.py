@@ -155,6 +155,32 @@ INPUTS = [  # (case, input maker, exception, regular expression the message must
      "docno 'd1' occurs more than once for qid 'q1'"),
     ("two query texts for a qid", _edit("query", 1, "another query"), ValueError,
      "qid 'q1' has more than one query text"),
+    # inputs that become nothing: no character a tokenizer keeps (the tokenizers drop them: see
+    # test_blank_texts_are_nothing_to_the_tokenizer), refused like "" and "   "
+    ("query only NUL characters", _edit("query", 4, "\x00\x00"), ValueError,
+     "'query' with no characters a tokenizer keeps.*qid='q2'"),
+    ("query only control characters", _edit("query", 4, "\x07\x1b\x7f"), ValueError,
+     "'query' with no characters a tokenizer keeps.*qid='q2'"),
+    ("query only zero-width and format characters", _edit("query", 4, "\u200b\u200e\ufeff"), ValueError,
+     "'query' with no characters a tokenizer keeps.*qid='q2'"),
+    ("query only NUL and whitespace", _edit("query", 4, " \x00\t\x00 "), ValueError,
+     "'query' with no characters a tokenizer keeps.*qid='q2'"),
+    ("query only replacement characters", _edit("query", 4, "\ufffd\ufffd"), ValueError,
+     "'query' with no characters a tokenizer keeps.*qid='q2'"),
+    # inputs that become two things: ids of several types in one column (strings and integers are read as TIREx
+    # reads them, an integer as its decimal text: see test_string_and_integer_ids_are_read_as_tirex_reads_them)
+    ("docno 1 and '1' in one list", lambda: frame().assign(docno=[1, "1", 2, 3, 4]), ValueError,
+     "docno '1' occurs more than once for qid 'q1'"),
+    ("qid 1 and '1' for two queries", lambda: frame().assign(qid=[1, 1, 1, 1, "1"]), ValueError,
+     "qid '1' has more than one query text"),
+    ("docno float among strings", _edit("docno", 0, 1.5), ValueError,
+     "column 'docno' mixes ids of types float and str, e.g. 1.5 \\(float\\), 'd1' \\(str\\)"),
+    ("qid bool among strings", _edit("qid", 4, True), ValueError, "column 'qid' mixes ids of types str and bool"),
+    # columns holding lists
+    ("qid a list", _edit("qid", 4, ["q2"]), ValueError, "column 'qid' holds lists, not ids.*docno='e0'"),
+    ("docno a list", _edit("docno", 1, ["d1", "d9"]), ValueError, "column 'docno' holds lists, not ids.*qid='q1'"),
+    ("docno a tuple", _edit("docno", 1, ("d1",)), ValueError, "column 'docno' holds tuples, not ids"),
+    ("query a list", _edit("query", 4, ["boiling", "water"]), ValueError, "'query'.*qid='q2'"),
 ]
 
 
@@ -194,6 +220,71 @@ def test_missing_or_empty_text_is_scored_as_empty_with_a_warning(reranker, value
     pd.testing.assert_series_equal(result.set_index("docno")["score"], expected.set_index("docno")["score"],
                                    check_exact=True)  # the same tokens, the same call
     assert result["score"].notna().all() and len(result) == len(bad)
+
+
+@pytest.mark.parametrize("blank", ["\x00", "\x00\x01\x02", " \x07\u200b\t", "\ufffd", "\u0301"])
+def test_blank_passages_are_scored_as_empty_passages_with_a_warning(reranker, blank):
+    """Documented behaviour: a passage with no character a tokenizer keeps is the empty passage, as ""."""
+    bad, empty = frame(), frame()
+    bad.at[1, "text"], empty.at[1, "text"] = blank, ""
+    with pytest.warns(EmptyTextWarning, match="1 passage\\(s\\).*blank.*qid='q1' docno='d1'"):
+        result = reranker(bad)
+    with pytest.warns(EmptyTextWarning):
+        expected = reranker(empty)
+    pd.testing.assert_frame_equal(result.drop(columns="text"), expected.drop(columns="text"), check_exact=True)
+
+
+@pytest.mark.parametrize("blank", ["\x00\x00", "\x07\x1b\x7f", "\u200b\u200e\ufeff", " \x00\t\x00 ", "\ufffd",
+                                   "\u0301"])
+def test_blank_texts_are_nothing_to_the_tokenizer(blank):
+    """The independent source of the rule: the checkpoints' own tokenizer (Hugging Face ``tokenizers``) gives no
+    word piece for these texts."""
+    from pyterrier_setenc.reranker import is_blank
+
+    model = CrossEncoder.from_pretrained(FIXTURES / "mono")
+    assert model.tokenizer.plain.encode(blank, add_special_tokens=False).ids == []
+    assert is_blank(blank) and not is_blank(blank + "a")
+
+
+def test_progress_advances_within_one_long_list(monkeypatch):
+    """One list of many passages: the bar counts passages and moves while the list is scored, not only at its end."""
+    import pyterrier as pt
+
+    updates = []
+
+    class Recorder:
+        def __init__(self, total=None, disable=False, **kwargs):
+            self.total, self.disable, self.n = total, disable, 0
+
+        def update(self, n):
+            self.n += n
+            updates.append(self.n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(pt, "tqdm", Recorder)
+    reranker = SetEncoderReRanker(FIXTURES / "setenc-int", verbose=True)
+    monkeypatch.setattr("pyterrier_setenc.model.token_budget_for", lambda device: 256)  # many buckets
+    long = pd.DataFrame([dict(qid="q1", query="lobster", docno=f"d{i}", text=f"passage {i} on lobsters and the sea")
+                         for i in range(120)])
+    result = reranker(long)
+    assert updates[-1] == 120 and len(updates) > 4, updates  # per bucket and layer, up to all passages
+    assert updates == sorted(updates) and updates[0] < 120
+    quiet = SetEncoderReRanker(FIXTURES / "setenc-int", verbose=False)(long)
+    pd.testing.assert_frame_equal(result, quiet, check_exact=True)  # reporting changes no score
+
+
+def test_string_and_integer_ids_are_read_as_tirex_reads_them(reranker):
+    """Documented behaviour: in a column of strings and integers an integer is its decimal text (TIREx's reader's
+    rule, pyterrier_setenc.io.read_id), so qid 1 and "1" are one query, as they are in a run."""
+    mixed = frame().assign(qid=[1, 1, "1", 1, "q2"], docno=[10, "11", 12, "13", "e0"])
+    text = frame().assign(qid=["1", "1", "1", "1", "q2"], docno=["10", "11", "12", "13", "e0"])
+    pd.testing.assert_frame_equal(reranker(mixed), reranker(text), check_exact=True)
+    assert reranker(mixed)["qid"].tolist() == ["1"] * 4 + ["q2"]
 
 
 def test_categorical_columns_score_like_plain_ones(reranker):

@@ -5,7 +5,10 @@ Expected values are fresh runs of the same re-ranker on the same list (no cache 
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from contextlib import closing
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +18,8 @@ import pytest
 from agreement import check_frames, depth
 from conftest import FIXTURES
 from pyterrier_setenc import ListwiseCache, ListwiseCacheWarning, MonoReRanker, SetEncoderReRanker
-from pyterrier_setenc.caching import DATABASE
+from pyterrier_setenc import caching
+from pyterrier_setenc.caching import DATABASE, CacheFileError, CacheWarning, entry_checksum
 
 pytestmark = pytest.mark.numerics
 
@@ -149,3 +153,171 @@ def test_experiment_save_dir_reuse_keeps_whole_runs(tmp_path, setenc):
     run2 = pt.Experiment([first_stage >> NoScoring()], topics, qrels, measures, names=["setenc"], validate="ignore",
                          save_dir=str(tmp_path), save_mode="reuse")
     pd.testing.assert_frame_equal(run1, run2)
+
+
+# --- stored lists are checked before they are served; a cache that cannot be written loses nothing -----------------
+
+def _stored(tmp_path, setenc, frame) -> Path:
+    ListwiseCache(tmp_path / "cache", setenc)(frame)
+    return tmp_path / "cache" / DATABASE
+
+
+def _tamper(database: Path, change) -> None:
+    """Changes the stored scores text of every entry (as a damaged disk or a hand edit would), keeping checksums."""
+    with closing(sqlite3.connect(database)) as connection, connection:
+        for key, text in connection.execute("SELECT key, scores FROM lists").fetchall():
+            connection.execute("UPDATE lists SET scores = ? WHERE key = ?", (change(text), key))
+
+
+def _one_digit_changed(text: str) -> str:
+    values = json.loads(text)
+    digits = repr(values[3])
+    position = max(i for i, c in enumerate(digits) if c.isdigit())  # the last digit: a change of ~1 ulp
+    changed = digits[:position] + str((int(digits[position]) + 1) % 10) + digits[position + 1:]
+    return text.replace(digits, changed, 1)
+
+
+def _one_score_short(text: str) -> str:
+    return json.dumps(json.loads(text)[:-1])
+
+
+def _wrong_type(text: str) -> str:
+    return json.dumps({"scores": json.loads(text)})
+
+
+def _infinite(text: str) -> str:
+    return json.dumps([float("inf")] + json.loads(text)[1:])
+
+
+ENTRIES = [  # (case, change to the stored text, words the warning must contain)
+    ("one changed digit", _one_digit_changed, "qid 'q1' does not match its checksum"),
+    ("one score short", _one_score_short, "qid 'q1' does not match its checksum"),
+    ("an object instead of a list", _wrong_type, "qid 'q1' does not match its checksum"),
+]
+
+
+@pytest.mark.parametrize("case,change,words", ENTRIES, ids=[row[0] for row in ENTRIES])
+def test_a_changed_entry_is_scored_again_with_a_warning(tmp_path, setenc, case, change, words):
+    frame = candidates(12)
+    database = _stored(tmp_path, setenc, frame)
+    _tamper(database, change)
+    with pytest.warns(CacheWarning, match=words):
+        served = ListwiseCache(tmp_path / "cache", setenc)(frame)
+    pd.testing.assert_frame_equal(served, setenc(frame), check_exact=True)  # scored again, not the stored text
+    again = ListwiseCache(tmp_path / "cache", NoScoring(), model_key=setenc.cache_key())(frame)  # replaced
+    pd.testing.assert_frame_equal(again, served, check_exact=True)
+
+
+CHECKED = [  # entries whose checksum matches what they hold, but which cannot be the list's scores
+    ("one score short", _one_score_short, "qid 'q1' holds 11 scores for a list of 12 passages"),
+    ("one score too many", lambda text: json.dumps(json.loads(text) + [1.0]), "holds 13 scores for a list of 12"),
+    ("an object instead of a list", _wrong_type, "qid 'q1' holds not a list of scores"),
+    ("a score that is not finite", _infinite, "qid 'q1' holds scores that are not finite"),
+    ("not JSON", lambda text: text[:-3], "qid 'q1' holds not a list of scores"),
+]
+
+
+@pytest.mark.parametrize("case,change,words", CHECKED, ids=[row[0] for row in CHECKED])
+def test_an_entry_that_cannot_be_the_lists_scores_is_scored_again(tmp_path, setenc, case, change, words):
+    frame = candidates(12)
+    database = _stored(tmp_path, setenc, frame)
+    with closing(sqlite3.connect(database)) as connection, connection:
+        for key, text in connection.execute("SELECT key, scores FROM lists").fetchall():
+            changed = change(text)
+            connection.execute("UPDATE lists SET scores = ?, checksum = ? WHERE key = ?",
+                               (changed, entry_checksum(key, changed), key))
+    with pytest.warns(CacheWarning, match=words):
+        served = ListwiseCache(tmp_path / "cache", setenc)(frame)
+    pd.testing.assert_frame_equal(served, setenc(frame), check_exact=True)
+
+
+def test_entries_of_a_cache_without_checksums_are_scored_again(tmp_path, setenc):
+    """A cache written before entries had checksums: nothing in it is served unchecked."""
+    frame = candidates(8)
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    with closing(sqlite3.connect(folder / DATABASE)) as connection, connection:
+        connection.execute("CREATE TABLE lists (key TEXT PRIMARY KEY, scores TEXT NOT NULL)")
+        key = ListwiseCache(folder, setenc).list_keys(frame, frame["text"].tolist())["q1"][0]
+        connection.execute("INSERT INTO lists VALUES (?, ?)", (key, json.dumps([0.0] * 8)))
+    with pytest.warns(CacheWarning, match="qid 'q1' has no checksum"):
+        served = ListwiseCache(folder, setenc)(frame)
+    pd.testing.assert_frame_equal(served, setenc(frame), check_exact=True)
+
+
+def _truncated(database: Path) -> None:
+    data = database.read_bytes()
+    database.write_bytes(data[: len(data) // 2])
+
+
+def _overwritten(database: Path) -> None:
+    database.write_bytes(b"these are not the scores you are looking for\n" * 200)
+
+
+def _zeroed_pages(database: Path) -> None:
+    data = bytearray(database.read_bytes())
+    data[100:len(data)] = bytes(len(data) - 100)  # the header kept, every page zeroed
+    database.write_bytes(bytes(data))
+
+
+DAMAGED_FILES = [("truncated", _truncated), ("overwritten", _overwritten), ("pages zeroed", _zeroed_pages)]
+
+
+@pytest.mark.parametrize("case,damage", DAMAGED_FILES, ids=[row[0] for row in DAMAGED_FILES])
+def test_a_damaged_cache_file_is_an_error_naming_it_and_what_to_do(tmp_path, setenc, case, damage):
+    frame = pd.concat([candidates(40).assign(qid=f"q{i}", query=f"lobster question {i}") for i in range(30)],
+                      ignore_index=True)  # pages enough that half of the file is not all of it
+    database = _stored(tmp_path, setenc, frame)
+    damage(database)
+    with pytest.raises(CacheFileError, match=f"{database} is damaged.*delete it: the cache is built again"):
+        ListwiseCache(tmp_path / "cache", setenc)(frame)
+    database.unlink()  # what the message says to do
+    rebuilt = ListwiseCache(tmp_path / "cache", setenc)(frame.head(40))
+    pd.testing.assert_frame_equal(rebuilt, setenc(frame.head(40)), check_exact=True)
+
+
+class _FullDisk:
+    """The cache's SQLite file on a file system that is full (SQLite's own limit on pages, so that SQLite itself
+    reports SQLITE_FULL) or read-only (opened read-only: SQLITE_READONLY)."""
+
+    def __init__(self, monkeypatch, kind: str):
+        real = sqlite3.connect
+
+        def connect(path, *args, **kwargs):
+            if kind == "read-only":
+                return real(f"file:{path}?mode=ro", *args, uri=True, **kwargs)
+            connection = real(path, *args, **kwargs)
+            pages = connection.execute("PRAGMA page_count").fetchone()[0]
+            connection.execute(f"PRAGMA max_page_count = {max(pages, 2)}")
+            return connection
+
+        monkeypatch.setattr(caching.sqlite3, "connect", connect)
+
+
+@pytest.mark.parametrize("kind,words", [("full", "database or disk is full"),
+                                        ("read-only", "attempt to write a readonly database")])
+def test_a_cache_that_cannot_be_written_returns_and_keeps_the_scores(tmp_path, setenc, monkeypatch, kind, words):
+    small = candidates(4)
+    database = _stored(tmp_path, setenc, small)
+    before = database.read_bytes()
+    frame = pd.concat([candidates(30).assign(qid=f"q{i}", query=f"lobster question {i}") for i in range(6)],
+                      ignore_index=True)
+    _FullDisk(monkeypatch, kind)
+    cache = ListwiseCache(tmp_path / "cache", setenc)
+    with pytest.warns(CacheWarning, match=f"{database}: 6 new list\\(s\\) could not be stored \\({words}\\); their "
+                                          "scores are returned and kept in memory"):
+        first = cache(frame)
+    pd.testing.assert_frame_equal(first, setenc(frame), check_exact=True)
+    cache.scorer, cache.model_key = NoScoring(), setenc.cache_key()  # the same cache object serves them from memory
+    pd.testing.assert_frame_equal(cache(frame), first, check_exact=True)
+    pd.testing.assert_frame_equal(cache(small), setenc(small), check_exact=True)  # the earlier entry is intact
+    monkeypatch.undo()
+    assert database.read_bytes() == before  # the earlier cache is unchanged, no partial entry
+
+
+def test_a_cache_folder_that_cannot_be_made_scores_without_it(tmp_path, setenc):
+    (tmp_path / "file").write_text("x")
+    cache = ListwiseCache(tmp_path / "file" / "cache", setenc)
+    with pytest.warns(CacheWarning, match=f"{tmp_path / 'file' / 'cache'} cannot be used as a cache folder"):
+        served = cache(candidates(5))
+    pd.testing.assert_frame_equal(served, setenc(candidates(5)), check_exact=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 from ir_measures import nDCG
 
 from conftest import FIXTURES, REPO, SLICE
+from filesystem import CODES
 from pipelines import output as output_module
 from pyterrier_setenc import io as io_module
 from pipelines.common import resolve_models, with_tail
@@ -436,3 +438,211 @@ def test_bad_values_in_the_python_api_name_the_argument(tmp_path):
         table1("dl19", [], data_dir=SLICE, correction="nonsense", output=None)
     with pytest.raises(ValueError, match="--cache-dir .*is a file"):
         load_benchmark("noveleval", SLICE, "bm25", cache_dir=file)
+
+
+# --- symlinked, full and read-only outputs; one experiment at a time ----------------------------------------------
+
+def _no_work(monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the experiment started before the output folder was checked")
+
+    monkeypatch.setattr("pipelines.common.load_benchmark", no_work)
+
+
+def test_an_output_folder_that_is_a_symlink_to_a_folder_is_followed(tmp_path):
+    disk = tmp_path / "other-disk"
+    (disk / "results").mkdir(parents=True)
+    link = tmp_path / "out"
+    link.symlink_to(disk / "results")
+    small_table1(link, [SETENC])
+    small_table1(link, [SETENC])  # and again, over the complete result
+    assert link.is_symlink() and os.readlink(link) == str(disk / "results")
+    manifest = verify_result(disk / "results")
+    assert list(manifest["settings"]["models"]) == ["setenc-int"] and verify_result(link) == manifest
+    assert sorted(p.name for p in disk.iterdir()) == ["results"] and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["other-disk", "out"]  # no staging folder or lock left anywhere
+
+
+LINKS = [  # (case, how the output is made a link, words the message must contain)
+    ("dangling symlink", lambda tmp: (tmp / "out").symlink_to(tmp / "gone"),
+     "out: is a symbolic link to {tmp}/gone, which does not exist; make that folder or remove the link"),
+    ("symlink to a file", lambda tmp: ((tmp / "f").write_text("x"), (tmp / "out").symlink_to(tmp / "f")),
+     "out: is a symbolic link to the file {tmp}/f, not a folder"),
+    ("parent a dangling symlink", lambda tmp: (tmp / "parent").symlink_to(tmp / "gone"),
+     "cannot be written: {tmp}/parent is a symbolic link to {tmp}/gone, which does not exist"),
+]
+
+
+@pytest.mark.parametrize("case,make,words", LINKS, ids=[row[0] for row in LINKS])
+def test_a_symlink_that_cannot_be_the_output_is_refused_before_any_work(tmp_path, monkeypatch, case, make, words):
+    make(tmp_path)
+    _no_work(monkeypatch)
+    output = tmp_path / ("parent/out" if case.startswith("parent") else "out")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(OutputError, match=re.escape(words.format(tmp=tmp_path))):
+        table1("dl19", [], data_dir=SLICE, output=output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing made
+
+
+WRITE_FAILURES = [  # (case, the file whose write fails, errno, where in the write)
+    ("disk full while the first model is stored", "cache/setenc-int.run", "ENOSPC", "write"),
+    ("disk full while a table is written", "results.csv", "ENOSPC", "write"),
+    ("read-only while the manifest is moved into place", "manifest.json", "EROFS", "replace"),
+    ("no permission for a run", "runs/bm25.run", "EACCES", "create"),
+]
+
+
+@pytest.mark.parametrize("case,name,code,at", WRITE_FAILURES, ids=[row[0] for row in WRITE_FAILURES])
+def test_a_write_that_fails_names_the_file_and_keeps_the_earlier_result(tmp_path, monkeypatch, calls, case, name,
+                                                                        code, at):
+    from filesystem import fail_writes
+
+    from pyterrier_setenc.atomic import OutputPathError
+
+    out = tmp_path / "out"
+    small_table1(out, [], queries=3)
+    earlier = verify_result(out)
+    failed = fail_writes(monkeypatch, lambda path: path.as_posix().endswith(f".out.partial/{name}"), code, at)
+    with pytest.raises(OutputPathError, match=re.escape(f"{tmp_path / '.out.partial' / name} could not be written "
+                                                        f"({code}: ")) as caught:
+        small_table1(out, [SETENC, MONO], queries=3)
+    assert failed and caught.value.errno == CODES[code]
+    assert verify_result(out) == earlier
+    failed.stop()  # the file system works again
+    scored = dict(calls)
+    small_table1(out, [SETENC, MONO], queries=3)
+    if name != "cache/setenc-int.run":  # the models finished before the failure are stored and reused
+        assert calls["SetEncoderReRanker"] == scored["SetEncoderReRanker"]
+    assert sorted(verify_result(out)["settings"]["models"]) == ["mono", "setenc-int"]
+
+
+def test_a_failed_store_says_which_outputs_are_kept(tmp_path, monkeypatch):
+    from filesystem import fail_writes
+
+    from pyterrier_setenc.atomic import OutputPathError
+
+    fail_writes(monkeypatch, lambda path: path.name == "mono.run", "ENOSPC")
+    with pytest.raises(OutputPathError, match=r"mono\.run could not be written \(ENOSPC: No space left on device; "
+                                              r"the file system is full\); the outputs already stored "
+                                              r"\(cache/setenc-int\) stay in .*\.out\.partial and are reused"):
+        small_table1(tmp_path / "out", [SETENC, MONO])
+
+
+def test_the_command_line_ends_with_the_message_when_the_disk_is_full(tmp_path, monkeypatch, capsys):
+    from filesystem import fail_writes
+
+    from pipelines.dl import main
+
+    fail_writes(monkeypatch, lambda path: path.name == "results.md", "ENOSPC")
+    with pytest.raises(SystemExit) as exit_info:
+        main("dl19", ["--data-dir", str(SLICE), "--queries", "1", "--depth", "5", "--output", str(tmp_path / "out"),
+                      "--quiet", "--model", str(MONO)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert f"{tmp_path / '.out.partial' / 'results.md'} could not be written (ENOSPC" in err
+
+
+def test_a_second_experiment_on_the_folder_is_refused_while_the_first_holds_it(tmp_path):
+    from pipelines.output import ResultFolder
+
+    out = tmp_path / "out"
+    small_table1(out, [], queries=2)
+    earlier = verify_result(out)
+    first = ResultFolder(out).open()
+    with pytest.raises(OutputError, match=rf"another experiment \(process {os.getpid()}\) is writing to this folder "
+                                          rf"right now \(it holds {re.escape(str(tmp_path / '.out.lock'))}\)"):
+        small_table1(out, [SETENC], queries=2)
+    first.close()
+    assert verify_result(out) == earlier and not (tmp_path / ".out.lock").exists()
+
+
+def test_an_experiment_opening_while_another_commits_is_not_swept_away(tmp_path, monkeypatch):
+    """The second experiment opens in the moment the first has swapped its result in and is about to clean up: it
+    is refused (the lock is held until the clean-up ends), and once the first is done it opens and keeps its staging
+    folder (before, the first one's clean-up removed the second one's staging folder)."""
+    from pipelines.output import ResultFolder
+
+    out = tmp_path / "out"
+    second = ResultFolder(out)
+    tried = []
+    real = output_module.replace_folder
+
+    def swap_then_open(complete, folder):
+        real(complete, folder)
+        with pytest.raises(OutputError, match="another experiment"):
+            second.open()
+        tried.append(True)
+        return folder
+
+    monkeypatch.setattr(output_module, "replace_folder", swap_then_open)
+    small_table1(out, [], queries=2)
+    assert tried
+    verify_result(out)
+    second.open()
+    second.store("cache/model", pd.DataFrame({"qid": ["1"], "docno": ["d"], "score": [1.0], "rank": [0]}), "k", {})
+    small_table1_done = (tmp_path / ".out.partial" / "cache" / "model.run").is_file()
+    second.close()
+    assert small_table1_done
+
+
+# --- stored outputs are checked before they are reused ------------------------------------------------------------
+
+def _change_a_digit(path: Path) -> None:
+    text = path.read_text()
+    position = text.index(" stored") - 1  # the last digit of the first score
+    path.write_text(text[:position] + str((int(text[position]) + 1) % 10) + text[position + 1:])
+
+
+STORED = [  # (case, where the stored output is, which file is damaged, how)
+    ("a digit of a run in the result", "out", "cache/setenc-int.run", _change_a_digit),
+    ("a run in the result cut short", "out", "cache/setenc-int.run",
+     lambda path: path.write_text("".join(path.read_text().splitlines(keepends=True)[:-1]))),
+    ("the record of a run in the result", "out", "cache/setenc-int.json",
+     lambda path: path.write_text(path.read_text().replace('"model"', '"model" ', 1))),
+    ("a digit of a run left by a crash", ".out.partial", "cache/setenc-int.run", _change_a_digit),
+]
+
+
+@pytest.mark.parametrize("case,folder,name,damage", STORED, ids=[row[0] for row in STORED])
+def test_a_damaged_stored_output_is_computed_again_with_a_warning(tmp_path, monkeypatch, calls, case, folder, name,
+                                                                  damage):
+    from pipelines.output import StoredOutputWarning
+
+    out = tmp_path / "out"
+    small_table1(out, [SETENC])
+    fresh = (out / "cache" / "setenc-int.run").read_text()
+    if folder == ".out.partial":  # a crash after the model was stored
+        from pyterrier_setenc import MonoReRanker
+
+        counted = MonoReRanker.transform
+        monkeypatch.setattr(MonoReRanker, "transform", lambda self, inp: (_ for _ in ()).throw(RuntimeError("crash")))
+        with pytest.raises(RuntimeError, match="crash"):
+            small_table1(out, [SETENC, MONO], queries=3)
+        monkeypatch.setattr(MonoReRanker, "transform", counted)
+    damaged = tmp_path / folder / name
+    damage(damaged)
+    scored = calls["SetEncoderReRanker"]
+    with pytest.warns(StoredOutputWarning, match=re.escape(str(damaged)) + ".*it is not reused, the model's output "
+                                                                            "is computed again"):
+        small_table1(out, [SETENC, MONO] if folder == ".out.partial" else [SETENC],
+                     queries=3 if folder == ".out.partial" else 2)
+    assert calls["SetEncoderReRanker"] > scored  # computed again, not taken as good
+    verify_result(out)  # the new manifest records the recomputed file
+    if folder == "out":
+        assert (out / "cache" / "setenc-int.run").read_text() == fresh
+
+
+def test_a_folder_written_as_a_unit_follows_a_symlink_and_names_a_dangling_one(tmp_path):
+    """``atomic_folder`` (checkpoints, trained models) treats links like the output folders do."""
+    from pyterrier_setenc.atomic import OutputPathError, atomic_folder
+
+    (tmp_path / "disk" / "model").mkdir(parents=True)
+    (tmp_path / "model").symlink_to(tmp_path / "disk" / "model")
+    with atomic_folder(tmp_path / "model") as staging:
+        (staging / "config.json").write_text("{}")
+    assert (tmp_path / "model").is_symlink() and os.listdir(tmp_path / "disk" / "model") == ["config.json"]
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputPathError, match=re.escape(f"{tmp_path / 'gone'} is a symbolic link to "
+                                                        f"{tmp_path / 'nowhere'}, which does not exist")):
+        with atomic_folder(tmp_path / "gone" / "model"):
+            raise AssertionError("not reached")

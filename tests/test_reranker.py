@@ -130,10 +130,10 @@ def test_load_reranker_picks_the_class(set_encoder_path):
     assert isinstance(load_reranker(str(set_encoder_path)), SetEncoderReRanker)
 
 
-def test_verbose_progress_over_queries(set_encoder_path, frame, capsys):
+def test_verbose_progress_over_passages(set_encoder_path, frame, capsys):
     SetEncoderReRanker(str(set_encoder_path), verbose=True, batch_size=1)(frame)
     err = capsys.readouterr().err
-    assert "3/3" in err
+    assert f"{len(frame)}/{len(frame)} [" in err and "passage" in err
 
 
 def test_pipeline_composition(setenc, frame):

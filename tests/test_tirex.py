@@ -267,6 +267,21 @@ def make_bad_input(case: str, folder: Path) -> tuple[Path, list[str]]:
     if case == "surrogate-text":  # JSON's "\ud800": not text; pandas' string columns cannot even hold it
         write_lines(gz, edited(3, text="lobster \ud800 shell"))
         return folder, [str(gz), "line 4", "text holds a lone surrogate"]
+    if case == "docno-8172-and-string-8172":  # one passage twice (two passages to a re-ranker before: now refused)
+        write_lines(gz, edited(5, docno="8172"))
+        return folder, [str(gz), "docno '8172' for qid '1' occurs more than once (lines [1, 6])"]
+    if case == "nul-query":  # no word piece: refused like an empty query
+        lines = sample_lines()
+        for line in lines:
+            line["query"] = "\x00\x00"
+        write_lines(gz, lines)
+        return folder, [str(gz), "line(s) [1]: 10 row(s)", "'query' with no characters a tokenizer keeps", "qid='1'"]
+    if case == "control-character-query":
+        lines = sample_lines()
+        for line in lines:
+            line["query"] = "\x07\u200b\x1b"
+        write_lines(gz, lines)
+        return folder, [str(gz), "'query' with no characters a tokenizer keeps"]
     if case == "no-input-file":
         (folder / "other.txt").write_text("x")
         return folder, [str(folder), "no rerank.jsonl.gz or rerank.jsonl", "other.txt"]
@@ -277,7 +292,127 @@ def make_bad_input(case: str, folder: Path) -> tuple[Path, list[str]]:
 
 BAD_INPUTS = ["missing-field", "missing-qid", "empty-gzip", "empty-file", "blank-lines", "truncated-gzip", "not-gzip",
               "bad-json", "not-an-object", "repeated-docno", "two-query-texts", "empty-query", "docno-with-space",
-              "bool-docno", "float-qid", "list-docno", "surrogate-text", "no-input-file", "no-folder"]
+              "bool-docno", "float-qid", "list-docno", "surrogate-text", "docno-8172-and-string-8172",
+              "nul-query", "control-character-query", "no-input-file", "no-folder"]
+
+
+def test_tirex_and_the_rerankers_read_mixed_ids_alike(tmp_path):
+    """qid 1 beside "1" and docnos of both types in one input: TIREx's reader and a re-ranker given the same rows
+    as a frame see one query with the same passages, and give the same scores; docno 8172 beside "8172" both refuse."""
+    from pyterrier_setenc.io import InputFileError, read_rerank
+
+    lines = edited(0, qid=1)
+    lines[3]["docno"] = str(lines[3]["docno"])
+    write_lines(tmp_path / "rerank.jsonl", lines)
+    reranker = SetEncoderReRanker(FIXTURES / "setenc-int", verbose=False)
+    rerank_file(tmp_path, tmp_path / "out", reranker, tag="mixed")
+    run = read_run(tmp_path / "out", ONE_QUERY).set_index("docno")["score"].astype(float)
+    direct = reranker(pd.DataFrame(lines)[["qid", "query", "docno", "text"]])
+    assert direct["qid"].unique().tolist() == ["1"]
+    assert run.loc[direct["docno"]].tolist() == direct["score"].tolist()
+    lines[5]["docno"] = str(lines[0]["docno"])
+    write_lines(tmp_path / "rerank.jsonl", lines)
+    with pytest.raises(InputFileError, match=f"docno '{lines[0]['docno']}' for qid '1' occurs more than once"):
+        read_rerank(tmp_path / "rerank.jsonl")
+    with pytest.raises(ValueError, match=f"docno '{lines[0]['docno']}' occurs more than once for qid '1'"):
+        reranker(pd.DataFrame(lines)[["qid", "query", "docno", "text"]])
+
+
+# --- symlinked, full, read-only and shared output folders ---------------------------------------------------------
+
+def test_an_output_folder_that_is_a_symlink_is_followed(tmp_path):
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "out").symlink_to(tmp_path / "disk")
+    assert rerank_file(SAMPLE, tmp_path / "out", LengthScorer(), tag="len") == tmp_path / "out" / "run.txt"
+    assert (tmp_path / "out").is_symlink() and os.listdir(tmp_path / "disk") == ["run.txt"]
+
+
+class NoScoring(pt.Transformer):
+    def transform(self, inp):
+        raise AssertionError("scored although the output cannot be written")
+
+
+@pytest.mark.parametrize("case,make,words", [
+    ("dangling symlink", lambda tmp: (tmp / "out").symlink_to(tmp / "gone"),
+     "output folder {tmp}/out is a symbolic link to {tmp}/gone, which does not exist; make that folder or remove "
+     "the link"),
+    ("symlink to a file", lambda tmp: ((tmp / "f").write_text("x"), (tmp / "out").symlink_to(tmp / "f")),
+     "output {tmp}/out is a symbolic link to the file {tmp}/f; it must be a folder"),
+], ids=["dangling symlink", "symlink to a file"])
+def test_a_symlink_that_cannot_be_the_output_is_refused_first(tmp_path, capsys, case, make, words):
+    make(tmp_path)
+    with pytest.raises(OSError, match=re.escape(words.format(tmp=tmp_path))):
+        rerank_file(SAMPLE, tmp_path / "out", NoScoring(), tag="len")
+    assert main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "out"), "--model", "none"]) == 1
+    message = capsys.readouterr().err
+    assert words.format(tmp=tmp_path) in message and "Traceback" not in message
+
+
+FULL_OR_READ_ONLY = [  # (errno, where the write fails, the message; "{out}": the output folder)
+    ("ENOSPC", "write", "{out}/run.txt could not be written (ENOSPC: No space left on device; the file system is "
+                        "full)"),
+    ("EROFS", "replace", "{out}/run.txt could not be written (EROFS: Read-only file system; the file system is "
+                         "read-only)"),
+    # no file can be made at all: found by the check of the output folder, before anything is read or scored
+    ("EACCES", "create", "output folder {out} cannot be written (PermissionError: Permission denied)"),
+]
+
+
+@pytest.mark.parametrize("code,at,words", FULL_OR_READ_ONLY, ids=[f"{c}-{a}" for c, a, _ in FULL_OR_READ_ONLY])
+def test_a_full_or_read_only_output_names_the_path_and_keeps_the_earlier_run(tmp_path, monkeypatch, capsys, code, at,
+                                                                             words):
+    from filesystem import CODES, fail_writes
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "run.txt").write_text("1 Q0 d 1 1.0 earlier\n")
+    words = words.format(out=output)
+    failed = fail_writes(monkeypatch, lambda path: path == output / "run.txt", code, at)
+    with pytest.raises(OSError, match=re.escape(words)) as caught:
+        rerank_file(SAMPLE, output, LengthScorer() if at != "create" else NoScoring(), tag="len")
+    assert failed[0] == output / "run.txt" and caught.value.errno == CODES[code]
+    assert os.listdir(output) == ["run.txt"] and (output / "run.txt").read_text() == "1 Q0 d 1 1.0 earlier\n"
+    monkeypatch.setattr("pyterrier_setenc.tirex.RerankerSettings.load", lambda self, model, **kwargs: LengthScorer())
+    assert main(["--input", str(SAMPLE), "--output", str(output), "--model", "any", "--tag", "len"]) == 1
+    message = capsys.readouterr().err
+    assert f"error: {words}" in message and "Traceback" not in message
+
+
+def test_two_runs_into_one_output_folder_do_not_both_write(tmp_path):
+    """A run started while another works in the folder ends at once with an error; the first one's run.txt is
+    written once, complete."""
+    import threading
+
+    from pyterrier_setenc.atomic import OutputPathError
+
+    started, release = threading.Event(), threading.Event()
+
+    class SlowScorer(LengthScorer):
+        def transform(self, inp):
+            started.set()
+            release.wait(60)
+            return super().transform(inp)
+
+    results = {}
+
+    def first():
+        results["first"] = rerank_file(SAMPLE, tmp_path / "out", SlowScorer(), tag="first")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert started.wait(60)
+        with pytest.raises(OutputPathError, match=re.escape(
+                f"output folder {tmp_path / 'out'}: another run holds its lock and is writing run.txt there right "
+                "now")):
+            rerank_file(SAMPLE, tmp_path / "out", NoScoring(), tag="second")
+    finally:
+        release.set()
+        thread.join(60)
+    assert results["first"] == tmp_path / "out" / "run.txt"
+    assert os.listdir(tmp_path / "out") == ["run.txt"]  # the lock is gone with the run
+    assert {line.split()[-1] for line in (tmp_path / "out" / "run.txt").read_text().splitlines()} == {"first"}
+    rerank_file(SAMPLE, tmp_path / "out", LengthScorer(), tag="third")  # and the folder is free again
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
