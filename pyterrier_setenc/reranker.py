@@ -24,7 +24,8 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -274,6 +275,62 @@ class ReRanker(pt.Transformer):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+    def schematic(self, *, input_columns: list[str] | None = None) -> dict:
+        """The label of the re-ranker's box in ``pt.schematic`` drawings: the kind and the checkpoint's folder name
+        or id, e.g. ``SetEncoder(set-encoder-minilm-l6)``."""
+        kind = type(self).__name__.removesuffix("ReRanker") or type(self).__name__
+        name = Path(self.name).name if Path(self.name).exists() else self.name
+        return {"label": f"{kind}({name})", "help_url": None}  # help_url: no look-up in PyTerrier's online docs
+
+    # Two re-rankers are equal when they compute the same scores: same class, same passage column and the same
+    # cache_key (settings, checkpoint configuration and a digest of the weights; not the batch size, progress or
+    # device index). pt.Experiment(precompute_prefix=True) then runs a re-ranker shared by several pipelines once.
+    def _identity(self) -> tuple:
+        return type(self), self.text_field, self.cache_key()
+
+    def __eq__(self, other) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, ReRanker) or type(other) is not type(self):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+    def rank(self, query: str, passages: Sequence[str], top_k: int | None = None,
+             return_documents: bool = False) -> list[dict]:
+        """The ``passages`` ranked for ``query``, as sentence-transformers' ``CrossEncoder.rank`` returns them: a list
+        of ``{"corpus_id": index, "score": score}`` (with ``"text"`` when ``return_documents``), best first, ties by
+        index, at most ``top_k``. The scores are those of :meth:`transform` on the same list: a listwise model
+        scores the whole list as one input (its scores depend on all the passages given, not on ``top_k``).
+
+        >>> from pyterrier_setenc import SetEncoderReRanker, embedded
+        >>> reranker = SetEncoderReRanker(embedded.SET_ENCODER, device="cpu", verbose=False)
+        >>> reranker.rank("what is a flea", ["Fleas are insects.", "Paris is in France."], top_k=1)[0]["corpus_id"]
+        0
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"query must be a non-empty string, got {query!r}")
+        if isinstance(passages, (str, bytes)) or not isinstance(passages, Iterable):
+            raise TypeError(f"passages must be a list of strings, got {type(passages).__name__}")
+        passages = list(passages)
+        if not passages:
+            raise ValueError("passages is empty: there is nothing to rank")
+        bad = next((i for i, passage in enumerate(passages) if not isinstance(passage, str)), None)
+        if bad is not None:
+            raise TypeError(f"passages[{bad}] is a {type(passages[bad]).__name__}, not a string")
+        top_k = check_positive_or_none("top_k", top_k)
+        check_flag("return_documents", return_documents)
+        frame = pd.DataFrame({"qid": "query", "query": query, "docno": [str(i) for i in range(len(passages))],
+                              self.text_field: passages})
+        scored = self.transform(frame)
+        scores = np.empty(len(passages), dtype=np.float64)
+        scores[scored["docno"].astype(int).to_numpy()] = scored["score"].to_numpy()
+        order = np.lexsort((np.arange(len(passages)), -scores))[:top_k]
+        return [{"corpus_id": int(i), "score": float(scores[i])} | ({"text": passages[i]} if return_documents else {})
+                for i in order]
 
     def batches(self, query_rows: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
         """The row indices of each query's list (``query_rows``), in batches of one forward pass each: whole lists,
