@@ -289,3 +289,26 @@ def test_a_trec_run_keeps_its_published_figure_below_depth_one(tmp_path, set_enc
     assert code == 0, capsys.readouterr().err
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][2:]
     assert [row.split("|")[2].strip() for row in rows] == ["0.6868", "0.6868"]
+
+
+# --- the README ------------------------------------------------------------------------------------------------------
+
+def readme_section() -> str:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    return text.split("## Re-rank your own run\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_commands_parse_and_its_python_call_runs(monkeypatch):
+    import shlex
+
+    from pyterrier_setenc.rerank_command import build_parser
+
+    section = readme_section()
+    commands = re.findall(r"^pyterrier-setenc rerank (.*)$", section, flags=re.M)
+    assert len(commands) == 3
+    for command in commands:
+        build_parser().parse_args(shlex.split(command))  # every option exists (argparse exits otherwise)
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S)[1]
+    printed = []
+    exec(compile(code, "README.md", "exec"), {"__name__": "readme", "print": printed.append})
+    assert [r["corpus_id"] for r in printed[0]] == [1, 0]  # by hand: the passage about fleas first
