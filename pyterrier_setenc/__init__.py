@@ -10,14 +10,14 @@ from .listconranker import ListConRankerReRanker
 from .listconranker_model import ListConRankerModel, is_listconranker
 from .model import CrossEncoder
 from .mono import MonoReRanker
-from .reranker import CrossEncoderReRanker, EmptyTextWarning, ListwiseCacheWarning, ReRanker
+from .reranker import CrossEncoderReRanker, EmptyTextWarning, ListwiseCacheWarning, LongTextWarning, ReRanker
 from .set_encoder import SetEncoderReRanker
 
 __version__ = "0.1.0"
 
 __all__ = ["Checkpoint", "CheckpointError", "CrossEncoder", "CrossEncoderReRanker", "EmptyTextWarning",
-           "ListConRankerReRanker", "ListwiseCache", "ListwiseCacheWarning", "MonoReRanker", "ReRanker",
-           "SetEncoderReRanker", "load_checkpoint", "load_reranker"]
+           "ListConRankerReRanker", "ListwiseCache", "ListwiseCacheWarning", "LongTextWarning", "MonoReRanker",
+           "ReRanker", "SetEncoderReRanker", "load_checkpoint", "load_reranker"]
 
 
 def load_reranker(name_or_path: str | os.PathLike | CrossEncoder | ListConRankerModel, **kwargs) -> ReRanker:

@@ -202,6 +202,7 @@ class CrossEncoder(nn.Module):
         """Tokenizes pairs (``queries[i]`` with ``docs[i]``) and packs them; ``list_sizes`` give the lists. The
         token budget of a bucket is by default the one of the model's device (:func:`.batching.token_budget_for`)."""
         encoded = self.tokenizer(queries, docs)
+        self.last_cut_lengths = encoded.cut_lengths  # read by the re-rankers' report of cut passages
         return pack(encoded.input_ids, encoded.token_type_ids, list_sizes if self.listwise else None,
                     token_budget=token_budget or token_budget_for(self.device))
 

@@ -9,6 +9,8 @@ The rules every re-ranker follows:
 - a passage text that is missing (``None``, NaN) or empty or only whitespace is scored as the empty passage (the
   model's template with nothing in the passage's place), with one :class:`EmptyTextWarning` per call that says how
   many rows and names the first; any other text that is not a string is an error;
+- a passage longer than the model reads is cut (as the checkpoint was trained), with one :class:`LongTextWarning`
+  per call that says how many were cut, the longest and the first (qid, docno);
 - a missing, empty or non-string query, a docno twice in one query's list, a qid with two query texts, an id a TREC
   run cannot hold (empty or with whitespace), text the tokenizer cannot encode and a score that is not finite are
   errors that name the qid and docno.
@@ -47,6 +49,10 @@ class InputColumnsError(pt.validate.InputValidationError, ValueError):
 
 class EmptyTextWarning(UserWarning):
     """Passages without text were scored as empty passages."""
+
+
+class LongTextWarning(UserWarning):
+    """Passages longer than the model reads were cut (see :meth:`ReRanker.transform`)."""
 
 
 class ListwiseCacheWarning(UserWarning):
@@ -342,6 +348,15 @@ class ReRanker(pt.Transformer):
         """Scores (float64) of each query's passages, for the lists of one forward pass."""
         raise NotImplementedError
 
+    def cut_lengths(self) -> list[int] | None:
+        """For the passages of the last :meth:`score_lists` call (flat, in order): each one's length in word pieces
+        when the model did not read all of it, else 0; ``None`` when the re-ranker does not tell."""
+        return None
+
+    def length_limits(self) -> str:
+        """The limits that cut passages, in words (for :class:`LongTextWarning`)."""
+        return "the model's limits"
+
     def cache_key(self) -> str:
         """A digest of everything that decides the scores: the class, the settings, the checkpoint's name and
         configuration, and the weights (hashed once per re-ranker; used by :class:`~pyterrier_setenc.ListwiseCache`)."""
@@ -369,10 +384,14 @@ class ReRanker(pt.Transformer):
         queries = frame["query"].tolist()
         last_rows = {int(rows[-1]) for rows in query_rows}  # a query is done when its last row is scored
         scores = np.empty(len(frame), dtype=np.float64)
+        cut_lengths = np.zeros(len(frame), dtype=np.int64)
         progress = pt.tqdm(total=len(query_rows), desc=repr(self), unit="q", disable=not self.verbose)
         with progress, torch.inference_mode():
             for rows in self.batches(query_rows):
                 batch_scores = self.score_lists([queries[r[0]] for r in rows], [[texts[i] for i in r] for r in rows])
+                cut = self.cut_lengths()
+                if cut is not None and len(cut) == sum(len(r) for r in rows):
+                    cut_lengths[np.concatenate(rows)] = cut
                 for r, s in zip(rows, batch_scores):
                     scores[r] = s
                     finite = np.isfinite(scores[r])
@@ -381,6 +400,7 @@ class ReRanker(pt.Transformer):
                                          f"({scores[r][~finite][0]}), e.g. {_where(frame, r[~finite])}; no result "
                                          "was returned")
                 progress.update(sum(int(r[-1]) in last_rows for r in rows))
+        warn_if_cut(frame, cut_lengths, self.length_limits())
         return with_ranks(frame, scores)
 
     def transform_iter(self, inp):
@@ -393,6 +413,19 @@ class ReRanker(pt.Transformer):
             raise TypeError(f"{type(self).__name__} takes a pandas DataFrame or a list of dicts (one a row), got a "
                             f"{type(bad).__name__} row")
         return self.transform(pd.DataFrame(rows)).to_dict(orient="records")
+
+
+def warn_if_cut(frame: pd.DataFrame, cut_lengths: np.ndarray, limits: str) -> None:
+    """One :class:`LongTextWarning` for the passages of ``frame`` that were cut (``cut_lengths`` > 0)."""
+    cut = cut_lengths > 0
+    if cut.any():
+        longest = int(np.argmax(cut_lengths))
+        first = frame.loc[cut].iloc[0]
+        warnings.warn(f"{int(cut.sum())} of {len(frame)} passage(s) are longer than the model reads and were cut to "
+                      f"{limits}; the longest has {int(cut_lengths[longest])} word pieces (qid="
+                      f"{frame['qid'].iat[longest]!r} docno={frame['docno'].iat[longest]!r}), the first cut is "
+                      f"qid={first['qid']!r} docno={first['docno']!r}. For documents, score passages: "
+                      "pt.text.sliding(...) >> reranker >> pt.text.max_passage()", LongTextWarning, stacklevel=3)
 
 
 def _hash_value(digest, value) -> None:
@@ -471,5 +504,14 @@ class CrossEncoderReRanker(ReRanker):
         return f"{type(self).__name__} does not score {model.kind} checkpoints ({model.name})"
 
     def score_lists(self, queries: list[str], lists: list[list[str]]) -> list[np.ndarray]:
+        self.module.last_cut_lengths = None
         return [s.double().numpy() for s in self.module.score_lists(queries, lists)]
+
+    def cut_lengths(self) -> list[int] | None:
+        return getattr(self.module, "last_cut_lengths", None)
+
+    def length_limits(self) -> str:
+        tokenizer = self.module.tokenizer
+        doc = f"{tokenizer.doc_length} word pieces (doc_length), " if tokenizer.doc_length is not None else ""
+        return f"{doc}{tokenizer.max_length} tokens with the query (max_length)"
 
