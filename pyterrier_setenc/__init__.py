@@ -33,6 +33,6 @@ def load_reranker(name_or_path: str | os.PathLike | CrossEncoder | ListConRanker
     if isinstance(name_or_path, CrossEncoder):
         kind = name_or_path.kind
     else:
-        kind = load_checkpoint(name_or_path, weights=False).kind
+        kind = load_checkpoint(name_or_path, weights=False, revision=kwargs.get("revision")).kind
     cls = SetEncoderReRanker if kind == "set-encoder" else MonoReRanker
     return cls(name_or_path, **kwargs)

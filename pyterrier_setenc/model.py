@@ -140,8 +140,8 @@ class CrossEncoder(nn.Module):
         self.eval()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> CrossEncoder:
-        return cls(load_checkpoint(name_or_path), **kwargs)
+    def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None, **kwargs) -> CrossEncoder:
+        return cls(load_checkpoint(name_or_path, revision=revision), **kwargs)
 
     def _load(self, checkpoint: Checkpoint) -> None:
         """Loads the checkpoint's weights; every weight the model has must be there with its shape, and every weight

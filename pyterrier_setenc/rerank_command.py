@@ -316,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--measure", action="append", default=[],
                         help=f"ir_measures measure for --qrels, repeatable (default: {', '.join(DEFAULT_MEASURES)})")
     parser.add_argument("--model", default=None,
-                        help="checkpoint name or folder, or pyterrier_setenc.embedded.MONO (default: the shipped "
+                        help="checkpoint folder, Hugging Face id (ID@REVISION: at a branch, tag or commit), or "
+                             "pyterrier_setenc.embedded.MONO (default: the shipped "
                              "Set-Encoder, pyterrier_setenc.embedded.SET_ENCODER)")
     parser.add_argument("--depth", type=positive_int, default=DEFAULT_DEPTH,
                         help="re-rank the top DEPTH passages of each query; the rest follow in first-stage order")

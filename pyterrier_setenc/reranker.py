@@ -107,6 +107,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+def check_revision(revision) -> str | None:
+    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
+        raise TypeError(f"revision must be a non-empty string (a branch, tag or commit) or None, got {revision!r}")
+    return revision
+
+
 def check_text_field(text_field) -> str:
     if not isinstance(text_field, str) or not text_field:
         raise TypeError(f"text_field must be a non-empty column name, got {text_field!r}")
@@ -469,7 +475,8 @@ class CrossEncoderReRanker(ReRanker):
 
     def __init__(self, model: str | os.PathLike | CrossEncoder, *, text_field: str = "text", batch_size: int = 128,
                  device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
-                 verbose: bool = True, max_length: int | None = None, int8: bool = False):
+                 verbose: bool = True, max_length: int | None = None, int8: bool = False,
+                 revision: str | None = None):
         """
         Args:
             model: a checkpoint name (Hugging Face id) or folder, or a loaded :class:`~pyterrier_setenc.CrossEncoder`
@@ -483,16 +490,20 @@ class CrossEncoderReRanker(ReRanker):
             verbose: a progress bar over queries.
             max_length: the longest tokenized (query, passage) sequence; default the checkpoint's.
             int8: int8 linear layers in the encoder (CPU, float32; changes the scores; see :mod:`.numerics`).
+            revision: the Hugging Face revision (branch, tag or commit) of a hub id ``model``; part of
+                :meth:`cache_key` and of equality.
         """
         check_model_argument(model, CrossEncoder)
         self._setup(text_field=text_field, batch_size=batch_size, device=device, dtype=dtype, verbose=verbose)
         self.max_length = check_positive_or_none("max_length", max_length)
         self.int8 = check_flag("int8", int8)
+        self.revision = check_revision(revision)
         if self.int8 and (self.device.type != "cpu" or self.dtype != torch.float32):
             raise ValueError(f"int8=True runs on the CPU in float32 only, got device={str(self.device)!r} "
                              f"dtype={self.dtype}")
         given = isinstance(model, CrossEncoder)
-        module = model if given else CrossEncoder.from_pretrained(model, max_length=self.max_length)
+        module = model if given else CrossEncoder.from_pretrained(model, max_length=self.max_length,
+                                                                  revision=self.revision)
         if module.kind not in self.accepted_kinds:
             raise ValueError(self.kind_error(module))
         self.model = model
