@@ -13,8 +13,10 @@ and ``query`` or ``text``) or ``irds:ID`` (default: the dataset of ``--docs``)::
 The top ``--depth`` passages of each query (in the first stage's order: descending score, ties by descending docno
 as ``trec_eval`` reads a run; a ``rerank.jsonl`` by its ``rank``, else its line order) are re-ranked; the first
 stage's other passages follow below them in their order (``(first_stage % depth >> reranker) ^ first_stage``, as
-in ``pipelines``). The run is written atomically. With ``--qrels`` (a TREC qrels file or ``irds:ID``) the first
-stage and the re-ranked run are evaluated with ``pt.Experiment`` and the table is printed.
+in ``pipelines``). The run is written atomically, and beside it ``OUTPUT.manifest.json``: the inputs, the model
+(source, revision, weight digest), the settings, the evaluation, the environment (package versions, torch build,
+device, CPU model, threads) and the wall time and peak memory. With ``--qrels`` (a TREC qrels file or ``irds:ID``)
+the first stage and the re-ranked run are evaluated with ``pt.Experiment`` and the table is printed.
 
 Everything is read and checked before the model loads, and the output path before anything is read: a docno of the
 run that is not in the docs, a qid without topic, a malformed line, an unknown dataset or option is an error that
@@ -24,11 +26,12 @@ names the file, the line, the option or the id; a failure leaves an earlier outp
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +40,10 @@ import pyterrier as pt
 
 from . import embedded
 from . import io as formats
-from .atomic import OutputPathError, check_writable
+from .atomic import OutputPathError, atomic_write, check_writable
 from .checkpoint import CheckpointError
-from .settings import RerankerSettings, SettingsError, positive_int
+from .run_metadata import Resources, environment
+from .settings import RerankerSettings, SettingsError, positive_int, split_revision
 
 PROGRAM = "pyterrier-setenc rerank"
 IRDS = "irds:"
@@ -289,6 +293,11 @@ def evaluate(runs: dict[str, pd.DataFrame], qrels: pd.DataFrame, measures: list)
 
 # --- the command -----------------------------------------------------------------------------------------------------
 
+def manifest_file(output: Path) -> Path:
+    """Where the manifest of the run ``output`` goes: ``OUTPUT.manifest.json`` beside it."""
+    return output.with_name(f"{output.name}.manifest.json")
+
+
 def resolve_model(value: str | None) -> str:
     """``--model``: a checkpoint name or folder, a shipped one by its Python name, default the shipped Set-Encoder."""
     if value is None:
@@ -331,6 +340,7 @@ def rerank_command(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
     ``score``)."""
     started = time.perf_counter()
     output = check_writable(Path(args.output))
+    manifest_path = check_writable(manifest_file(output))
     model = resolve_model(args.model)
     tag = formats.check_tag(args.tag) if args.tag is not None else formats.default_tag(model)
     settings = RerankerSettings.from_args(args)
@@ -362,13 +372,28 @@ def rerank_command(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
     reranker = settings.load(model, shard_dir=output.parent / f".{output.name}.ray")
     say(f"re-ranking the top {args.depth} of each query ({len(candidates)} passages) with {reranker!r}")
     first_run = first.frame[["qid", "docno", "score"]]
-    reranked = with_tail(rerank(candidates, reranker, first.source), first_run)
+    with Resources() as used:
+        reranked = with_tail(rerank(candidates, reranker, first.source), first_run)
     formats.write_run(output, reranked, tag)
     say(f"wrote {len(reranked)} lines for {reranked['qid'].nunique()} queries to {output} "
         f"({time.perf_counter() - started:.1f} s)")
     runs = {"first stage": first_run, tag: reranked}
-    if qrels is not None:
-        _, markdown = evaluate(runs, qrels, measures)
+    table, markdown = evaluate(runs, qrels, measures) if qrels is not None else (None, "")
+    manifest = {
+        "output": str(output), "tag": tag, "options": vars(args),
+        "first_stage": str(first.source), "depth": args.depth, "queries": int(first_run["qid"].nunique()),
+        "reranked_passages": len(candidates), "lines": len(reranked),
+        "model": {"source": split_revision(model)[0], "revision": getattr(reranker, "revision", None),
+                  "class": type(reranker).__name__, "name": getattr(reranker, "name", None),
+                  "cache_key": reranker.cache_key() if hasattr(reranker, "cache_key") else None},
+        "settings": asdict(settings),
+        "evaluation": None if table is None else
+        {row["name"]: {str(m): float(row[str(m)]) for m in measures} for _, row in table.iterrows()},
+        "environment": environment(getattr(reranker, "device", settings.device)),
+        "resources": {"rerank": used.as_dict(), "total_wall_time_s": round(time.perf_counter() - started, 3)},
+    }
+    atomic_write(manifest_path, lambda file: json.dump(manifest, file, indent=2, default=str))
+    if table is not None:
         print(f"the {first_run['qid'].nunique()} queries of the run; {tag} re-ranks the top {args.depth} of "
               f"{first.source}, the rest follows in its order; {SIGNIFICANT} = significantly different from the "
               "first stage (paired t-test, Holm correction, p < 0.05)\n")

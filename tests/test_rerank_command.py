@@ -312,3 +312,36 @@ def test_the_readme_commands_parse_and_its_python_call_runs(monkeypatch):
     printed = []
     exec(compile(code, "README.md", "exec"), {"__name__": "readme", "print": printed.append})
     assert [r["corpus_id"] for r in printed[0]] == [1, 0]  # by hand: the passage about fleas first
+
+
+# --- the manifest ----------------------------------------------------------------------------------------------------
+
+def test_the_manifest_records_model_settings_evaluation_and_environment(slice_files, set_encoder_path, tmp_path,
+                                                                        capsys):
+    from importlib import metadata
+
+    import torch
+
+    output = tmp_path / "setenc.run"
+    assert main([str(slice_files["rerank"]), "--qrels", str(DL19 / "qrels.txt"), "--model", str(set_encoder_path),
+                 "--depth", "2", "--batch-size", "16", "--quiet", "--output", str(output)]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][2:]
+    manifest = json.loads((tmp_path / "setenc.run.manifest.json").read_text())
+    assert manifest["model"]["source"] == str(set_encoder_path) and manifest["model"]["revision"] is None
+    assert manifest["model"]["cache_key"] == SetEncoderReRanker(set_encoder_path, device="cpu").cache_key()
+    assert manifest["settings"]["batch_size"] == 16 and manifest["depth"] == 2
+    assert manifest["reranked_passages"] == 2 * QIDS and manifest["lines"] == len(slice_files["frame"])
+    for row in printed:  # the printed table, in full precision
+        name, value = row.split("|")[1].strip(), row.split("|")[2].strip().rstrip("\u2020")
+        assert round(manifest["evaluation"][name]["nDCG@10"], 4) == float(value)
+    env = manifest["environment"]
+    assert env["packages"]["torch"] == metadata.version("torch") and env["torch_threads"] == torch.get_num_threads()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        assert env["cpu_model"] == names[0]
+    assert env["device"] == "cpu" and env["torch_build"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    resources = manifest["resources"]
+    assert 0 < resources["rerank"]["wall_time_s"] <= resources["total_wall_time_s"]
+    assert resources["rerank"]["peak_memory_mib"] > 50  # at least torch and the model are resident

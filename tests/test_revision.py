@@ -4,6 +4,8 @@ by a function that records what it was asked for and answers with a local checkp
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pyterrier_setenc import SetEncoderReRanker, load_reranker
@@ -75,3 +77,5 @@ def test_the_rerank_command_takes_model_at_revision(hub, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert set(hub) == {(HUB_ID, "0123abc")}
     assert output.read_text().split("\n")[0].endswith(" example-org-set-encoder-tiny-0123abc")
+    model = json.loads((tmp_path / "run.txt.manifest.json").read_text())["model"]
+    assert (model["source"], model["revision"]) == (HUB_ID, "0123abc")
