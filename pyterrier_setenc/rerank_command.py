@@ -82,21 +82,21 @@ def read_first_stage(path: str | Path) -> FirstStage:
     path = Path(path)
     if is_rerank_file(path):
         source = formats.find_rerank(path)
-        candidates = formats.read_rerank(source)
-        queries, ranked, texts = formats.candidate_lists(candidates)
-        lines = dict(zip(zip(candidates["qid"], candidates["docno"]), candidates["line"]))
-        rows = [(qid, docno, position, lines[qid, docno]) for qid, docnos in ranked.items()
-                for position, docno in enumerate(docnos)]
-        frame = pd.DataFrame(rows, columns=["qid", "docno", "rank", "line"])
-        # the order is the first stage's; its scores are that order as numbers (a file's scores may disagree)
+        candidates = formats.read_rerank(source)  # in first-stage order, rank 0-based
+        queries = dict(zip(candidates["qid"], candidates["query"]))
+        texts = dict(zip(candidates["docno"], candidates["text"]))
+        frame = candidates[["qid", "docno", "rank", "line"]].copy()
+        # the first stage's order is its ranks; as scores (a file's own scores may disagree with its ranks)
         frame["score"] = -frame["rank"].astype("float64")
         return FirstStage(source, _sorted(frame), queries, texts)
-    run = formats.read_run(path)
-    run["line"] = [number for number, _ in formats.numbered_lines(path)]  # read_run keeps file order
-    ordered = formats.normalize_run(run, tag="first-stage")[["qid", "docno", "score"]]  # trec_eval's order
-    ordered["rank"] = ordered.groupby("qid", sort=False).cumcount()
-    ordered = ordered.merge(run[["qid", "docno", "line"]], on=["qid", "docno"], how="left", sort=False)
-    return FirstStage(path, _sorted(ordered))
+    run = formats.read_run(path)  # ranked as trec_eval reads a run: by score, ties by descending docno
+    if "line" not in run.columns:  # for messages only: the first line of each (qid, docno) of the checked file
+        lines: dict[tuple[str, str], int] = {}
+        for number, line in formats.numbered_lines(path):
+            parts = line.split()
+            lines.setdefault((parts[0], parts[2]), number)
+        run["line"] = [lines.get(key) for key in zip(run["qid"], run["docno"])]
+    return FirstStage(path, _sorted(run))
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
