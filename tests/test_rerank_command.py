@@ -345,3 +345,15 @@ def test_the_manifest_records_model_settings_evaluation_and_environment(slice_fi
     resources = manifest["resources"]
     assert 0 < resources["rerank"]["wall_time_s"] <= resources["total_wall_time_s"]
     assert resources["rerank"]["peak_memory_mib"] > 50  # at least torch and the model are resident
+
+
+def test_a_docno_missing_from_the_dataset_is_named(slice_files, registered, tmp_path, capsys, monkeypatch,
+                                                   no_network):
+    monkeypatch.setenv("IR_DATASETS_HOME", str(tmp_path / "home"))
+    qid = slice_files["frame"]["qid"].iloc[0]
+    run = tmp_path / "with-unknown.run"
+    run.write_text(slice_files["run"].read_text() + f"{qid} Q0 no-such-docno 0 1000.0 bm25\n")
+    code = main([str(run), "--docs", f"irds:{registered}", "--depth", "2", "--output", str(tmp_path / "x.run")])
+    err = capsys.readouterr().err
+    lines = run.read_text().splitlines()
+    assert code == 2 and f"{run}, line {len(lines)}: docno 'no-such-docno' is not in the docs" in err, err
