@@ -11,14 +11,14 @@ from .families import FAMILIES, Family, family_of
 from .listconranker_model import ListConRankerModel
 from .model import CrossEncoder
 from .mono import MonoReRanker
-from .reranker import CrossEncoderReRanker, EmptyTextWarning, ListwiseCacheWarning, ReRanker
+from .reranker import CrossEncoderReRanker, EmptyTextWarning, ListwiseCacheWarning, LongTextWarning, ReRanker
 from .set_encoder import SetEncoderReRanker
 
 __version__ = "0.1.0"
 
 __all__ = ["FAMILIES", "Checkpoint", "CheckpointError", "CrossEncoder", "CrossEncoderReRanker", "EmptyTextWarning",
-           "Family", "ListConRankerReRanker", "ListwiseCache", "ListwiseCacheWarning", "MonoReRanker", "ReRanker",
-           "SetEncoderReRanker", "family_of", "load_checkpoint", "load_reranker"]
+           "Family", "ListConRankerReRanker", "ListwiseCache", "ListwiseCacheWarning", "LongTextWarning",
+           "MonoReRanker", "ReRanker", "SetEncoderReRanker", "family_of", "load_checkpoint", "load_reranker"]
 
 
 def load_reranker(name_or_path: str | os.PathLike | CrossEncoder | ListConRankerModel, **kwargs) -> ReRanker:
@@ -34,4 +34,4 @@ def load_reranker(name_or_path: str | os.PathLike | CrossEncoder | ListConRanker
     if isinstance(name_or_path, CrossEncoder):
         cls: type[ReRanker] = SetEncoderReRanker if name_or_path.kind == "set-encoder" else MonoReRanker
         return cls(name_or_path, **kwargs)
-    return family_of(name_or_path).reranker_class()(name_or_path, **kwargs)
+    return family_of(name_or_path, kwargs.get("revision")).reranker_class()(name_or_path, **kwargs)

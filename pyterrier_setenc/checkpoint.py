@@ -284,14 +284,16 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return read_weights(path)[0]
 
 
-def load_checkpoint(name_or_path: str | os.PathLike, *, weights: bool = True) -> Checkpoint:
-    """Reads a checkpoint's configuration (and weights) and says which kind it is.
+def load_checkpoint(name_or_path: str | os.PathLike, *, weights: bool = True, revision: str | None = None) \
+        -> Checkpoint:
+    """Reads a checkpoint's configuration (and weights) and says which kind it is; ``revision`` is the Hugging Face
+    revision (branch, tag or commit) of a hub id.
 
     >>> ckpt = load_checkpoint("webis/set-encoder-base")  # doctest: +SKIP
     >>> ckpt.kind, ckpt.backbone, ckpt.add_extra_token  # doctest: +SKIP
     ('set-encoder', 'electra', True)
     """
-    path = resolve(name_or_path)
+    path = resolve(name_or_path, revision)
     config = read_config(path)
     kind, backbone = classify(config, str(name_or_path))
     check_backbone_config(config, path / "config.json")

@@ -141,8 +141,8 @@ class CrossEncoder(nn.Module):
         self.eval()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> CrossEncoder:
-        return cls(load_checkpoint(name_or_path), **kwargs)
+    def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None, **kwargs) -> CrossEncoder:
+        return cls(load_checkpoint(name_or_path, revision=revision), **kwargs)
 
     def _load(self, checkpoint: Checkpoint) -> None:
         """Loads the checkpoint's weights; every weight the model has must be there with its shape, and every weight
@@ -202,6 +202,7 @@ class CrossEncoder(nn.Module):
         """Tokenizes pairs (``queries[i]`` with ``docs[i]``) and packs them; ``list_sizes`` give the lists. The
         token budget of a bucket is by default the one of the model's device (:func:`.batching.token_budget_for`)."""
         encoded = self.tokenizer(queries, docs)
+        self.last_cut_lengths = encoded.cut_lengths  # read by the re-rankers' report of cut passages
         return pack(encoded.input_ids, encoded.token_type_ids, list_sizes if self.listwise else None,
                     token_budget=token_budget or token_budget_for(self.device))
 

@@ -18,6 +18,8 @@ The rules every re-ranker follows:
   (as they are in a run) and docno ``1`` beside ``"1"`` in one list is a repeated docno; any other mix of types, or
   a column holding lists, is an error naming the column and an example;
 - the progress bar (``verbose``) counts passages and advances within a long list as the model works through it.
+- a passage longer than the model reads is cut (as the checkpoint was trained), with one :class:`LongTextWarning`
+  per call that says how many were cut, the longest and the first (qid, docno);
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import re
 import sys
 import unicodedata
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -65,6 +68,10 @@ class InputColumnsError(pt.validate.InputValidationError, ValueError):
 
 class EmptyTextWarning(UserWarning):
     """Passages without text were scored as empty passages."""
+
+
+class LongTextWarning(UserWarning):
+    """Passages longer than the model reads were cut (see :meth:`ReRanker.transform`)."""
 
 
 class ListwiseCacheWarning(UserWarning):
@@ -117,6 +124,12 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r} asks for MPS, which is not available here (use device='cpu')")
     return resolved
+
+
+def check_revision(revision) -> str | None:
+    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
+        raise TypeError(f"revision must be a non-empty string (a branch, tag or commit) or None, got {revision!r}")
+    return revision
 
 
 def check_text_field(text_field) -> str:
@@ -343,6 +356,62 @@ class ReRanker(pt.Transformer):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
+    def schematic(self, *, input_columns: list[str] | None = None) -> dict:
+        """The label of the re-ranker's box in ``pt.schematic`` drawings: the kind and the checkpoint's folder name
+        or id, e.g. ``SetEncoder(set-encoder-minilm-l6)``."""
+        kind = type(self).__name__.removesuffix("ReRanker") or type(self).__name__
+        name = Path(self.name).name if Path(self.name).exists() else self.name
+        return {"label": f"{kind}({name})", "help_url": None}  # help_url: no look-up in PyTerrier's online docs
+
+    # Two re-rankers are equal when they compute the same scores: same class, same passage column and the same
+    # cache_key (settings, checkpoint configuration and a digest of the weights; not the batch size, progress or
+    # device index). pt.Experiment(precompute_prefix=True) then runs a re-ranker shared by several pipelines once.
+    def _identity(self) -> tuple:
+        return type(self), self.text_field, self.cache_key()
+
+    def __eq__(self, other) -> bool:
+        if self is other:
+            return True
+        if not isinstance(other, ReRanker) or type(other) is not type(self):
+            return NotImplemented
+        return self._identity() == other._identity()
+
+    def __hash__(self) -> int:
+        return hash(self._identity())
+
+    def rank(self, query: str, passages: Sequence[str], top_k: int | None = None,
+             return_documents: bool = False) -> list[dict]:
+        """The ``passages`` ranked for ``query``, as sentence-transformers' ``CrossEncoder.rank`` returns them: a list
+        of ``{"corpus_id": index, "score": score}`` (with ``"text"`` when ``return_documents``), best first, ties by
+        index, at most ``top_k``. The scores are those of :meth:`transform` on the same list: a listwise model
+        scores the whole list as one input (its scores depend on all the passages given, not on ``top_k``).
+
+        >>> from pyterrier_setenc import SetEncoderReRanker, embedded
+        >>> reranker = SetEncoderReRanker(embedded.SET_ENCODER, device="cpu", verbose=False)
+        >>> reranker.rank("what is a flea", ["Fleas are insects.", "Paris is in France."], top_k=1)[0]["corpus_id"]
+        0
+        """
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(f"query must be a non-empty string, got {query!r}")
+        if isinstance(passages, (str, bytes)) or not isinstance(passages, Iterable):
+            raise TypeError(f"passages must be a list of strings, got {type(passages).__name__}")
+        passages = list(passages)
+        if not passages:
+            raise ValueError("passages is empty: there is nothing to rank")
+        bad = next((i for i, passage in enumerate(passages) if not isinstance(passage, str)), None)
+        if bad is not None:
+            raise TypeError(f"passages[{bad}] is a {type(passages[bad]).__name__}, not a string")
+        top_k = check_positive_or_none("top_k", top_k)
+        check_flag("return_documents", return_documents)
+        frame = pd.DataFrame({"qid": "query", "query": query, "docno": [str(i) for i in range(len(passages))],
+                              self.text_field: passages})
+        scored = self.transform(frame)
+        scores = np.empty(len(passages), dtype=np.float64)
+        scores[scored["docno"].astype(int).to_numpy()] = scored["score"].to_numpy()
+        order = np.lexsort((np.arange(len(passages)), -scores))[:top_k]
+        return [{"corpus_id": int(i), "score": float(scores[i])} | ({"text": passages[i]} if return_documents else {})
+                for i in order]
+
     def batches(self, query_rows: list[np.ndarray]) -> Iterator[list[np.ndarray]]:
         """The row indices of each query's list (``query_rows``), in batches of one forward pass each: whole lists,
         up to ``batch_size`` passages together (a longer list alone); a pointwise re-ranker may split them."""
@@ -354,6 +423,15 @@ class ReRanker(pt.Transformer):
         """Scores (float64) of each query's passages, for the lists of one forward pass; ``progress``, where the
         subclass takes it, is told the share of the pass done (0 to 1) as the model works through it."""
         raise NotImplementedError
+
+    def cut_lengths(self) -> list[int] | None:
+        """For the passages of the last :meth:`score_lists` call (flat, in order): each one's length in word pieces
+        when the model did not read all of it, else 0; ``None`` when the re-ranker does not tell."""
+        return None
+
+    def length_limits(self) -> str:
+        """The limits that cut passages, in words (for :class:`LongTextWarning`)."""
+        return "the model's limits"
 
     def cache_key(self) -> str:
         """A digest of everything that decides the scores: the class, the settings, the checkpoint's name and
@@ -381,6 +459,7 @@ class ReRanker(pt.Transformer):
         query_rows = list(frame.groupby("qid", sort=False).indices.values())
         queries = frame["query"].tolist()
         scores = np.empty(len(frame), dtype=np.float64)
+        cut_lengths = np.zeros(len(frame), dtype=np.int64)
         progress = pt.tqdm(total=len(frame), desc=repr(self), unit="passage", disable=not self.verbose)
         takes_progress = "progress" in inspect.signature(self.score_lists).parameters
         with progress, torch.inference_mode():
@@ -398,6 +477,9 @@ class ReRanker(pt.Transformer):
                 extra = {"progress": advance} if takes_progress and not progress.disable else {}
                 batch_scores = self.score_lists([queries[r[0]] for r in rows], [[texts[i] for i in r] for r in rows],
                                                 **extra)
+                cut = self.cut_lengths()
+                if cut is not None and len(cut) == passages:
+                    cut_lengths[np.concatenate(rows)] = cut
                 for r, s in zip(rows, batch_scores):
                     scores[r] = s
                     finite = np.isfinite(scores[r])
@@ -406,6 +488,7 @@ class ReRanker(pt.Transformer):
                                          f"({scores[r][~finite][0]}), e.g. {_where(frame, r[~finite])}; no result "
                                          "was returned")
                 advance(1.0)
+        warn_if_cut(frame, cut_lengths, self.length_limits())
         return with_ranks(frame, scores)
 
     def transform_iter(self, inp):
@@ -418,6 +501,19 @@ class ReRanker(pt.Transformer):
             raise TypeError(f"{type(self).__name__} takes a pandas DataFrame or a list of dicts (one a row), got a "
                             f"{type(bad).__name__} row")
         return self.transform(pd.DataFrame(rows)).to_dict(orient="records")
+
+
+def warn_if_cut(frame: pd.DataFrame, cut_lengths: np.ndarray, limits: str) -> None:
+    """One :class:`LongTextWarning` for the passages of ``frame`` that were cut (``cut_lengths`` > 0)."""
+    cut = cut_lengths > 0
+    if cut.any():
+        longest = int(np.argmax(cut_lengths))
+        first = frame.loc[cut].iloc[0]
+        warnings.warn(f"{int(cut.sum())} of {len(frame)} passage(s) are longer than the model reads and were cut to "
+                      f"{limits}; the longest has {int(cut_lengths[longest])} word pieces (qid="
+                      f"{frame['qid'].iat[longest]!r} docno={frame['docno'].iat[longest]!r}), the first cut is "
+                      f"qid={first['qid']!r} docno={first['docno']!r}. For documents, score passages: "
+                      "pt.text.sliding(...) >> reranker >> pt.text.max_passage()", LongTextWarning, stacklevel=3)
 
 
 def _hash_value(digest, value) -> None:
@@ -461,7 +557,8 @@ class CrossEncoderReRanker(ReRanker):
 
     def __init__(self, model: str | os.PathLike | CrossEncoder, *, text_field: str = "text", batch_size: int = 128,
                  device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
-                 verbose: bool = True, max_length: int | None = None, int8: bool = False):
+                 verbose: bool = True, max_length: int | None = None, int8: bool = False,
+                 revision: str | None = None):
         """
         Args:
             model: a checkpoint name (Hugging Face id) or folder, or a loaded :class:`~pyterrier_setenc.CrossEncoder`
@@ -475,16 +572,20 @@ class CrossEncoderReRanker(ReRanker):
             verbose: a progress bar over passages (advancing within a long list).
             max_length: the longest tokenized (query, passage) sequence; default the checkpoint's.
             int8: int8 linear layers in the encoder (CPU, float32; changes the scores; see :mod:`.numerics`).
+            revision: the Hugging Face revision (branch, tag or commit) of a hub id ``model``; part of
+                :meth:`cache_key` and of equality.
         """
         check_model_argument(model, CrossEncoder)
         self._setup(text_field=text_field, batch_size=batch_size, device=device, dtype=dtype, verbose=verbose)
         self.max_length = check_positive_or_none("max_length", max_length)
         self.int8 = check_flag("int8", int8)
+        self.revision = check_revision(revision)
         if self.int8 and (self.device.type != "cpu" or self.dtype != torch.float32):
             raise ValueError(f"int8=True runs on the CPU in float32 only, got device={str(self.device)!r} "
                              f"dtype={self.dtype}")
         given = isinstance(model, CrossEncoder)
-        module = model if given else CrossEncoder.from_pretrained(model, max_length=self.max_length)
+        module = model if given else CrossEncoder.from_pretrained(model, max_length=self.max_length,
+                                                                  revision=self.revision)
         if module.kind not in self.accepted_kinds:
             raise ValueError(self.kind_error(module))
         self.model = model
@@ -497,5 +598,14 @@ class CrossEncoderReRanker(ReRanker):
 
     def score_lists(self, queries: list[str], lists: list[list[str]],
                     progress: Callable[[float], None] | None = None) -> list[np.ndarray]:
+        self.module.last_cut_lengths = None
         return [s.double().numpy() for s in self.module.score_lists(queries, lists, progress=progress)]
+
+    def cut_lengths(self) -> list[int] | None:
+        return getattr(self.module, "last_cut_lengths", None)
+
+    def length_limits(self) -> str:
+        tokenizer = self.module.tokenizer
+        doc = f"{tokenizer.doc_length} word pieces (doc_length), " if tokenizer.doc_length is not None else ""
+        return f"{doc}{tokenizer.max_length} tokens with the query (max_length)"
 

@@ -19,6 +19,7 @@ import argparse
 import numbers
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, get_args
 
 Dtype = Literal["float32", "bfloat16", "float16", "auto"]
@@ -27,6 +28,25 @@ DTYPE_CHOICES: tuple[str, ...] = get_args(Dtype)  # what --dtype offers (.precis
 
 class SettingsError(ValueError):
     """Settings a re-ranker cannot take; the message names the option (and the model)."""
+
+
+def split_revision(model: str | os.PathLike) -> tuple[str | os.PathLike, str | None]:
+    """A model given on a command line as ``ID@REVISION`` (a Hugging Face id at a branch, tag or commit) as (ID,
+    REVISION); an existing local path (even one with ``@`` in its name), a plain id and other objects as (it, None).
+
+    >>> split_revision("webis/set-encoder-base@3f1c2a7")
+    ('webis/set-encoder-base', '3f1c2a7')
+    >>> split_revision("webis/set-encoder-base")
+    ('webis/set-encoder-base', None)
+    """
+    if not isinstance(model, (str, os.PathLike)) or Path(model).expanduser().exists():
+        return model, None
+    name, separator, revision = str(model).rpartition("@")
+    if not separator:
+        return model, None
+    if not name or not revision or "/" in revision:
+        raise SettingsError(f"--model {model!r}: give ID@REVISION with a Hugging Face id and a branch, tag or commit")
+    return name, revision
 
 
 def positive_int(text: str) -> int:
@@ -114,8 +134,9 @@ class RerankerSettings:
                    ray_address=args.ray_address)
 
     def check(self, model) -> None:
-        """Refuses, before any model loads, what the checkpoint ``model`` (a name or folder; other objects are not
-        checked) cannot take: int8 for a ListConRanker."""
+        """Refuses, before any model loads, what the checkpoint ``model`` (a name or folder, ``ID@REVISION``; other
+        objects are not checked) cannot take: int8 for a ListConRanker."""
+        model, _ = split_revision(model)
         if self.int8 and isinstance(model, (str, os.PathLike)):
             from .families import family_of
 
@@ -124,12 +145,13 @@ class RerankerSettings:
 
     def reranker_kwargs(self, model) -> dict:
         """The keyword arguments of :func:`pyterrier_setenc.load_reranker` for the checkpoint ``model`` (checked
-        with :meth:`check`), the numbers left out where they are the default."""
+        with :meth:`check`), the numbers left out where they are the default; ``revision`` for ``ID@REVISION``."""
         self.check(model)
+        _, revision = split_revision(model)
         device = "cpu" if self.int8 and self.device is None else self.device  # int8 runs on the CPU only
         kwargs = dict(batch_size=self.batch_size, max_length=self.max_length, device=device, verbose=self.verbose)
         return kwargs | ({"dtype": self.dtype} if self.dtype != "float32" else {}) | \
-            ({"int8": True} if self.int8 else {})
+            ({"int8": True} if self.int8 else {}) | ({"revision": revision} if revision else {})
 
     def resolved_dtype(self) -> str:
         """The type the re-rankers compute with on this machine (``auto`` resolved for the device)."""
@@ -139,7 +161,8 @@ class RerankerSettings:
         return dtype_name(resolve_dtype(self.dtype, resolve_device(self.device)))
 
     def load(self, model, **ray_options):
-        """The re-ranker for ``model``: a checkpoint name or folder through :func:`pyterrier_setenc.load_reranker`,
+        """The re-ranker for ``model``: a checkpoint name or folder (a hub id at a revision as ``ID@REVISION``)
+        through :func:`pyterrier_setenc.load_reranker`,
         or on ``ray_workers`` Ray actors (:class:`~pyterrier_setenc.ray_rerank.RayReRanker`, which also takes
         ``ray_options`` such as ``shard_dir``). A transformer given as ``model`` is returned as it is, when the
         numbers are the default (they apply to a checkpoint only)."""
@@ -153,8 +176,8 @@ class RerankerSettings:
         if self.ray_workers is not None:
             from .ray_rerank import RayReRanker  # Ray is optional: imported when asked for
 
-            return RayReRanker(model, workers=self.ray_workers, address=self.ray_address, **ray_options,
-                               **self.reranker_kwargs(model))
+            return RayReRanker(split_revision(model)[0], workers=self.ray_workers, address=self.ray_address,
+                               **ray_options, **self.reranker_kwargs(model))
         from . import load_reranker
 
-        return load_reranker(model, **self.reranker_kwargs(model))
+        return load_reranker(split_revision(model)[0], **self.reranker_kwargs(model))

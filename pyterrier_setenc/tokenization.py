@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -21,10 +21,13 @@ INTERACTION_TOKEN = "[INT]"
 
 @dataclass
 class Encoded:
-    """Token ids and token type ids of each (query, passage) sequence, unpadded."""
+    """Token ids and token type ids of each (query, passage) sequence, unpadded; ``cut_lengths``: for each pair,
+    the passage's length in word pieces when the model does not read all of it (cut to ``doc_length``, or with the
+    query to ``max_length``), else 0."""
 
     input_ids: list[list[int]]
     token_type_ids: list[list[int]]
+    cut_lengths: list[int] = field(default_factory=list)
 
 
 def tokenizer_source(path: Path) -> Path:
@@ -170,15 +173,29 @@ class PairTokenizer:
 
     def cut(self, texts: Sequence[str], length: int | None) -> list[str]:
         """Cuts texts to ``length`` word pieces by encoding and decoding, as lightning-ir does."""
+        return self._cut_counted(texts, length)[0]
+
+    def _cut_counted(self, texts: Sequence[str], length: int | None) -> tuple[list[str], list[int]]:
+        """:meth:`cut`, and the length in word pieces of each text that was cut (0 for the others)."""
         if length is None:
-            return list(texts)
-        ids = [encoding.ids[:length] for encoding in self.plain.encode_batch(list(texts), add_special_tokens=False)]
-        return self.plain.decode_batch(ids, skip_special_tokens=False)
+            return list(texts), [0] * len(texts)
+        encodings = self.plain.encode_batch(list(texts), add_special_tokens=False)
+        ids = [encoding.ids[:length] for encoding in encodings]
+        return self.plain.decode_batch(ids, skip_special_tokens=False), \
+            [len(e.ids) if len(e.ids) > length else 0 for e in encodings]
 
     def __call__(self, queries: Sequence[str], docs: Sequence[str]) -> Encoded:
         """Encodes ``queries[i]`` with ``docs[i]``; queries that repeat are cut once."""
         unique = list(dict.fromkeys(queries))
         cut_query = dict(zip(unique, self.cut(unique, self.query_length)))
-        pairs = list(zip((cut_query[q] for q in queries), self.cut(docs, self.doc_length)))
+        cut_docs, cut_lengths = self._cut_counted(docs, self.doc_length)
+        pairs = list(zip((cut_query[q] for q in queries), cut_docs))
         encodings = self.pair.encode_batch(pairs)
-        return Encoded([e.ids for e in encodings], [e.type_ids for e in encodings])
+        # pairs longer than max_length: is it the passage that lost word pieces? (counted for these pairs only)
+        overflowed = [i for i, e in enumerate(encodings) if e.overflowing and not cut_lengths[i]]
+        if overflowed:
+            whole = self.plain.encode_batch([cut_docs[i] for i in overflowed], add_special_tokens=False)
+            for i, encoding in zip(overflowed, whole):
+                if sum(encodings[i].type_ids) - 1 < len(encoding.ids):  # passage tokens read, without its [SEP]
+                    cut_lengths[i] = len(encoding.ids)
+        return Encoded([e.ids for e in encodings], [e.type_ids for e in encodings], cut_lengths)
