@@ -17,7 +17,7 @@ option this package does not support is an error naming the option, not another 
 configuration of the lightning-ir families is :class:`pyterrier_setenc.lightning_ir.LightningIRConfig`; how a
 checkpoint is read is :mod:`.checkpoint` (cross-encoders) and :mod:`.listconranker_model`.
 
->>> family_of("tests/fixtures/setenc-int").name  # doctest: +SKIP
+>>> family_of("tests/fixtures/setenc-int").name
 'set-encoder'
 """
 

@@ -32,9 +32,12 @@ whitespace and can be written as UTF-8 (a TREC run cannot hold anything else). J
 ``null`` and objects are refused, not converted: ``str()`` would turn them into ``True``, ``1.0`` and ``[1]``, ids
 that match nothing in the qrels.
 
->>> from pyterrier_setenc.io import read_qrels, read_rerank, write_run
->>> candidates = read_rerank("trec-dl-2019/bm25-top100.rerank.jsonl.gz")  # doctest: +SKIP
->>> write_run("runs/bm25.run", candidates, tag="bm25")  # doctest: +SKIP
+>>> import tempfile
+>>> from pyterrier_setenc.io import read_rerank, read_run, write_run
+>>> candidates = read_rerank("tests/data/trec-dl-2019/bm25-top100.rerank.jsonl.gz")  # the repository's data slice
+>>> path = write_run(f"{tempfile.mkdtemp()}/bm25.run", candidates, tag="bm25")
+>>> open(path).readline()  # queries by numeric qid, passages by descending score
+'104861 Q0 459676 1 15.396900177001953 bm25\n'
 """
 
 from __future__ import annotations
@@ -213,7 +216,7 @@ def read_rerank(path: str | os.PathLike) -> pd.DataFrame:
     given, an integer and ``score`` a finite number; a docno occurs once in a query's list and a qid has one query
     text. Anything else is an :class:`InputFileError` that names the file and the line(s).
 
-    >>> read_rerank("tirex-sample/rerank.jsonl.gz")[["qid", "docno", "rank", "line"]].head(1)  # doctest: +SKIP
+    >>> read_rerank("tests/data/tirex-sample/rerank.jsonl.gz")[["qid", "docno", "rank", "line"]].head(1)
       qid docno  rank  line
     0   1  8172     0     1
     """
@@ -272,7 +275,11 @@ def write_rerank(path: str | os.PathLike, rows: Iterable[Mapping[str, object]]) 
     ``score``) as a ``rerank.jsonl`` file, gzip when ``path`` ends in ``.gz`` (with no timestamp, so equal rows give
     equal bytes), atomically; :func:`read_rerank` reads it back. A row without the four fields is a ValueError.
 
-    >>> write_rerank("lists.rerank.jsonl.gz", [{"qid": "1", "query": "q", "docno": "d", "text": "t"}])  # doctest: +SKIP
+    >>> import tempfile
+    >>> path = write_rerank(f"{tempfile.mkdtemp()}/lists.rerank.jsonl.gz",
+    ...                     [{"qid": "1", "query": "q", "docno": "d", "text": "t"}])
+    >>> read_rerank(path)[["qid", "docno", "rank", "score"]].values.tolist()
+    [['1', 'd', 0, -1.0]]
     """
     lines = []
     for number, row in enumerate(rows, start=1):
@@ -295,8 +302,10 @@ def candidate_lists(candidates: pd.DataFrame) -> tuple[dict[str, str], dict[str,
     """:func:`read_rerank`'s frame as plain mappings: queries ``{qid: query}``, the docnos of each qid in
     first-stage order and texts ``{docno: text}``, qids and docnos in the order they first occur.
 
-    >>> candidates = read_rerank("trec-dl-2019/bm25-top100.rerank.jsonl.gz")  # doctest: +SKIP
-    >>> queries, ranked, texts = candidate_lists(candidates)  # doctest: +SKIP
+    >>> candidates = read_rerank("tests/data/trec-dl-2019/bm25-top100.rerank.jsonl.gz")
+    >>> queries, ranked, texts = candidate_lists(candidates)
+    >>> len(queries), ranked["264014"][:2]
+    (10, ['5611210', '6641238'])
     """
     ranked: dict[str, list[str]] = {}
     for qid, docno in zip(candidates["qid"], candidates["docno"]):
@@ -328,9 +337,9 @@ def read_qrels(path: str | os.PathLike) -> pd.DataFrame:
     """TREC qrels (``qid 0 docno label``) as a frame with ``qid``, ``docno`` (strings) and ``label`` (integers,
     negative ones kept), in file order. A judgment given twice is an error.
 
-    >>> read_qrels("trec-dl-2019/qrels.txt").head(1)  # doctest: +SKIP
-         qid    docno  label
-    0  19335  1017759      0
+    >>> read_qrels("tests/data/trec-dl-2019/qrels.txt").head(1)
+          qid    docno  label
+    0  104861  1017088      0
     """
     path = Path(path)
     rows = []
@@ -375,7 +384,7 @@ def read_topics(path: str | os.PathLike) -> pd.DataFrame:
     """``qid<TAB>query`` lines as a frame with string columns ``qid`` and ``query`` (surrounding whitespace
     removed; a query may hold further tabs), in file order. An empty query or a qid given twice is an error.
 
-    >>> read_topics("trec-dl-2019/topics.tsv").head(1)  # doctest: +SKIP
+    >>> read_topics("tests/data/trec-dl-2019/topics.tsv").head(1)
           qid                           query
     0  264014  how long is life cycle of flea
     """
