@@ -36,8 +36,8 @@ that match nothing in the qrels.
 >>> from pyterrier_setenc.io import read_rerank, read_run, write_run
 >>> candidates = read_rerank("tests/data/trec-dl-2019/bm25-top100.rerank.jsonl.gz")  # the repository's data slice
 >>> path = write_run(f"{tempfile.mkdtemp()}/bm25.run", candidates, tag="bm25")
->>> open(path).readline()  # queries by numeric qid, passages by descending score
-'104861 Q0 459676 1 15.396900177001953 bm25\n'
+>>> open(path).readline().split()  # queries by numeric qid, passages by descending score
+['104861', 'Q0', '459676', '1', '15.396900177001953', 'bm25']
 """
 
 from __future__ import annotations
