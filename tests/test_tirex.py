@@ -636,29 +636,53 @@ def pip_installs(runs: list[str]) -> list[list[str]]:
     return [shlex.split(part)[2:] for run in runs for part in run.split("&&") if part.strip().startswith("pip install")]
 
 
+def stages(path: Path) -> list[tuple[str, dict[str, list[str]]]]:
+    """A Dockerfile's build stages: (the FROM argument, the stage's instructions by keyword); the ARGs before the
+    first FROM are the stage ``""``."""
+    text = re.sub(r"\\\n", " ", "\n".join(line for line in path.read_text().splitlines()
+                                          if not line.lstrip().startswith("#")))
+    found: list[tuple[str, dict[str, list[str]]]] = [("", {})]
+    for line in filter(str.strip, text.splitlines()):
+        keyword, _, argument = line.strip().partition(" ")
+        argument = " ".join(argument.split())
+        if keyword.upper() == "FROM":
+            found.append((argument, {}))
+        else:
+            found[-1][1].setdefault(keyword.upper(), []).append(argument)
+    return found
+
+
+def copy_sources(copy: str) -> list[str]:
+    """The sources of a ``COPY`` from the build context (none for ``COPY --from=STAGE``)."""
+    tokens = copy.split()
+    return [] if tokens[0].startswith("--from=") else tokens[:-1]
+
+
 def test_dockerfile_is_pinned_and_offline_at_run_time():
     found = instructions(DOCKERFILE)
     assert set(found) <= {"FROM", "ARG", "ENV", "RUN", "COPY", "ENTRYPOINT"}
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+", found["FROM"][0])
-    assert found["ARG"] == ["MODEL=webis/set-encoder-base"]
     runs = found["RUN"]
     # every package is pinned by the lock file (requirements/lock.txt), copied into the image before any install
     lock = lock_pins()
-    copied = dict(reversed(token.split()) for token in found["COPY"])
-    image_lock = next(target for target, source in copied.items() if source == "requirements/lock.txt")
+    image_lock = next(copy.split()[-1] for copy in found["COPY"] if copy_sources(copy) == ["requirements/lock.txt"])
     installs = pip_installs(runs)
     text = DOCKERFILE.read_text()
-    assert installs and text.index("COPY requirements/lock.txt") < text.index("pip install")
+    assert installs and text.index("COPY requirements/lock.txt") < text.index("pip install -c")
     for args in installs:
         assert "-c" in args and args[args.index("-c") + 1] == image_lock, args
     options_with_value = {"-c", "--constraint", "--index-url", "--extra-index-url", "-r", "--requirement"}
     requirements = [token for args in installs for previous, token in zip([""] + args, args)
-                    if not token.startswith("-") and previous not in options_with_value]
+                    if not token.startswith(("-", "$")) and previous not in options_with_value]
     assert "/tmp/pyterrier-setenc[tira]" in requirements
-    # PyTorch: the lock's version, CPU build, from PyTorch's CPU index
-    torch_install = next(args for args in installs if any(token.startswith("torch==") for token in args))
-    assert f"torch=={lock['torch']}+cpu" in torch_install
-    assert "https://download.pytorch.org/whl/cpu" in torch_install
+    # PyTorch: the lock's version; the CPU build from PyTorch's CPU index (a build argument), or PyPI's CUDA build
+    torch_run = next(run for run in runs if '"$torch"' in run)
+    assert f"cpu) torch=torch=={lock['torch']}+cpu source=\"--extra-index-url $TORCH_INDEX\"" in torch_run
+    assert f'cuda) torch=torch==={lock["torch"]} source=""' in torch_run
+    assert "TORCH_INDEX=https://download.pytorch.org/whl/cpu" in found["ARG"]
+    # an offline build: with WHEELHOUSE set every pip install reads the wheelhouse alone
+    assert "WHEELHOUSE=" in found["ARG"]
+    for run in (run for run in runs if "pip install" in run):
+        assert "--no-index --find-links $WHEELHOUSE" in run, run
     others = [token for token in requirements if token != "/tmp/pyterrier-setenc[tira]"]
     assert all(re.fullmatch(r"[\w.-]+(==[\w.+]+)?", token) for token in others), others
     for token in others:  # a version given in the Dockerfile is the lock's; without one the lock's applies
@@ -670,18 +694,90 @@ def test_dockerfile_is_pinned_and_offline_at_run_time():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     for requirement in map(Requirement, project["dependencies"] + project["optional-dependencies"]["tira"]):
         assert canonicalize_name(requirement.name) in lock, requirement
-    for source in (token.split()[0] for token in found["COPY"]):
-        assert (REPO / source).exists(), source
     # the model is fetched at build time, then the network is off: at run time nothing is downloaded
     download = next(i for i, run in enumerate(runs) if "download_model(" in run)
-    assert '"$MODEL"' in runs[download] and "'/model'" in runs[download]
-    offline = " ".join(found["ENV"][1:])
+    assert '"$MODEL"' in runs[download] and "'/opt/model'" in runs[download]
+    offline = " ".join(found["ENV"])
     assert "HF_HUB_OFFLINE=1" in offline and "TRANSFORMERS_OFFLINE=1" in offline and "SETENC_MODEL=/model" in offline
-    assert "load_reranker('/model')" in runs[download + 1]
+    load = next(i for i, run in enumerate(runs) if "load_reranker('/model')" in run)
+    assert download < load and "ln -s /opt/model /model" in runs[download + 1:load]
     command = entrypoint_command()
     assert command == TIREX_COMMAND
     assert extract_to_be_executed_notebook_from_command_or_none(command) is None  # tira runs it unchanged
     assert text.index("download_model(") < text.index("HF_HUB_OFFLINE=1") < text.index("ENTRYPOINT")
+
+
+def test_dockerfile_stages_store_the_checkpoint_once_and_pick_the_torch_build():
+    """The build stage installs and fetches; the image copies its /opt (environment and checkpoint) once; the last
+    stage is the CPU or the CUDA image by the build argument TORCH (cpu by default)."""
+    (_, global_args), *rest = stages(DOCKERFILE)
+    named = {source.split(" AS ")[1]: (source.split(" AS ")[0], body) for source, body in rest if " AS " in source}
+    assert global_args == {"ARG": ["TORCH=cpu"]}
+    assert list(named) == ["build", "image", "image-cuda", "image-cpu"]
+    assert rest[-1] == ("image-${TORCH}", {})
+    build, image = named["build"][1], named["image"][1]
+    # the sources (and the shipped checkpoints in them) are copied into the build stage only
+    assert all(copy_sources(copy) for copy in build["COPY"])
+    assert image["COPY"] == ["--from=build /opt /opt"]
+    assert named["image-cpu"][0] == named["image-cuda"][0] == "image"
+    cuda = " ".join(json.loads(named["image-cuda"][1]["ENTRYPOINT"][0]))
+    assert cuda == TIREX_COMMAND + " --dtype auto"  # the GPU when there is one (the default device), in auto precision
+    assert any("torch.version.cuda" in run for run in named["image-cuda"][1]["RUN"])
+    cpu = " ".join(json.loads(named["image-cpu"][1]["ENTRYPOINT"][0]))
+    assert cpu == TIREX_COMMAND  # float32, the published scores
+
+
+def test_dockerfile_copies_every_file_the_build_needs():
+    """What pyproject.toml names (its readme) is copied, and .dockerignore lets every copied path through."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    sources = [source for copy in instructions(DOCKERFILE)["COPY"] for source in copy_sources(copy)]
+    assert project["readme"] in sources
+    ignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in ignore  # everything is left out, then the sources let in
+    for source in sources:
+        assert (REPO / source).exists(), source
+        assert f"!{source}" in ignore, source
+
+
+def base_python_check(version: tuple[int, int, int]) -> subprocess.CompletedProcess:
+    """The Dockerfile's check of the base image's Python, run as if this interpreter were ``version``."""
+    check = next(run for run in instructions(DOCKERFILE)["RUN"] if "sys.version_info" in run)
+    code = shlex.split(check)[2]
+    assert shlex.split(check)[:2] == ["python", "-c"]
+    fake = f"import sys; sys.version_info = {version + ('final', 0)!r}\n"
+    return subprocess.run([sys.executable, "-c", fake + code], capture_output=True, text=True, timeout=60)
+
+
+def test_dockerfile_base_python_can_install_the_lock():
+    """The base image's Python satisfies every locked package's Requires-Python (read from the installed packages'
+    metadata, the lock being this environment's), and the build's own check refuses exactly the versions that
+    cannot install the lock."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    needs = {}
+    for name in lock_pins():
+        try:
+            needs[name] = SpecifierSet(distribution(name).metadata.get("Requires-Python") or "")
+        except PackageNotFoundError:
+            continue
+    assert len(needs) >= len(lock_pins()) * 0.9  # the lock is this environment's
+    bases = {source.split()[0] for source, _ in stages(DOCKERFILE)[1:] if source.startswith("python:")}
+    assert len(bases) == 1, bases
+    version = re.fullmatch(r"python:(3\.11\.\d+)-slim-bookworm", bases.pop()).group(1)
+    refused = {name: spec for name, spec in needs.items() if not spec.contains(version)}
+    assert not refused, f"python:{version} cannot install {refused}"
+    # the lowest 3.11 that every locked package accepts, found by trying each patch release
+    lowest = next(patch for patch in range(30) if all(spec.contains(f"3.11.{patch}") for spec in needs.values()))
+    assert Version(version) >= Version(f"3.11.{lowest}")
+    assert base_python_check((3, 11, lowest)).returncode == 0
+    if lowest > 0:
+        refused = base_python_check((3, 11, lowest - 1))
+        assert refused.returncode == 1 and "needs 3.11.%d or a later 3.11" % lowest in refused.stderr, refused
+    assert base_python_check((3, 12, 0)).returncode == 1  # the lock's wheels are for 3.11
 
 
 def test_tira_folder_does_not_shadow_the_tira_client():
