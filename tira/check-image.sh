@@ -14,8 +14,9 @@
 #
 # Environment: SETENC_DATA_DIR (default ../shared/data), SETENC_IMAGE_PYTHON (a CPython of the base's version, default:
 # python3 or pyenv's of that version), SETENC_IMAGE_MODEL (default pyterrier_setenc.embedded.SET_ENCODER, the
-# checkpoint shipped in the package: a Hugging Face id needs the Hub at build time), SETENC_IMAGE_WORK (a folder for
-# podman's storage, the base and the wheels; default a new one under ${TMPDIR:-/var/tmp}; removed on exit).
+# checkpoint shipped in the package: a Hugging Face id needs the Hub at build time), SETENC_IMAGE_WORK (where the
+# folder for podman's storage, the base and the wheels is made, outside the repository; default ${TMPDIR:-/var/tmp};
+# the folder is removed on exit), SETENC_IMAGE_TMPFS (below).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 DOCKERFILE=$REPO/tira/Dockerfile
@@ -32,7 +33,10 @@ fail() { say "FAILED: $*"; exit 1; }
 step_start=$SECONDS
 step() {  # step NAME: the time since the previous step, under the previous step's name
     local now=$SECONDS
-    [ -z "${step_name:-}" ] || [ "$step_name" = end ] || TIMINGS+=("$step_name $((now - step_start)) s")
+    if [ -n "${step_name:-}" ] && [ "$step_name" != end ]; then
+        TIMINGS+=("$step_name $((now - step_start)) s")
+        say "   $step_name took $((now - step_start)) s"
+    fi
     step_name=$1 step_start=$now
     [ "$1" = end ] || say "== $1"
 }
@@ -72,10 +76,11 @@ say "CPython $PY_VERSION from $PREFIX"
 
 # podman, apart from anything else on this machine: its own configuration and storage in WORK, runc, cgroupfs, and
 # limits the host allows (podman's default asks for more open files than this machine grants)
-WORK=${SETENC_IMAGE_WORK:-$(mktemp -d "${TMPDIR:-/var/tmp}/setenc-image-check.XXXXXX")}
-mkdir -p "$WORK"
-case "$WORK" in "$REPO"|"$REPO"/*) fail "SETENC_IMAGE_WORK must be outside the repository";; esac
-PODMAN_READY=0
+PARENT=${SETENC_IMAGE_WORK:-${TMPDIR:-/var/tmp}}
+mkdir -p "$PARENT"
+WORK=$(mktemp -d "$(cd "$PARENT" && pwd)/setenc-image-check.XXXXXX")
+case "$WORK" in "$REPO"|"$REPO"/*) rmdir "$WORK"; fail "SETENC_IMAGE_WORK must be outside the repository";; esac
+PODMAN_READY=0 MOUNTED=0
 cleanup() {
     local code=$? t=$SECONDS
     set +e
@@ -84,6 +89,7 @@ cleanup() {
         podman rmi -af >/dev/null 2>&1
         podman system reset -f >/dev/null 2>&1
     fi
+    if [ "$MOUNTED" = 1 ]; then umount "$WORK" || umount -l "$WORK"; fi
     rm -rf "$WORK"
     step end
     TIMINGS+=("clean-up $((SECONDS - t)) s")
@@ -93,6 +99,19 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# In memory where there is room (the CPU image's build writes about SIZE_PLACEHOLDER; on disk, writing and removing the layers took
+# most of the check's time): SETENC_IMAGE_TMPFS=SIZE (e.g. 14g), 0 for the disk; by default 14g for the CPU image
+# when 18 GiB of memory are available.
+TMPFS=${SETENC_IMAGE_TMPFS:-auto}
+if [ "$TMPFS" = auto ]; then
+    TMPFS=0
+    if [ "$CUDA" != 1 ] && [ "$(awk '/^MemAvailable:/ {print int($2 / 1048576)}' /proc/meminfo)" -ge 18 ]; then TMPFS=14g; fi
+fi
+if [ "$TMPFS" != 0 ]; then
+    mount -t tmpfs -o "size=$TMPFS,mode=0700" setenc-image-check "$WORK" || fail "mount -t tmpfs on $WORK"
+    MOUNTED=1
+    say "working in memory (tmpfs, at most $TMPFS) in $WORK"
+fi
 mkdir -p "$WORK/storage" "$WORK/run" "$WORK/tmp" "$WORK/wheels" "$WORK/output"
 cat >"$WORK/containers.conf" <<EOF
 [containers]
@@ -197,10 +216,13 @@ PY
 build_and_run() {  # build_and_run TORCH
     local torch=$1 output=$WORK/output/$1
     step "build ($torch)"
+    (while sleep 2; do df --output=used -B1M "$WORK" | tail -1; done >"$WORK/used-$torch.log") & local sampler=$!
     podman build --pull=never --network none --layers=false -f "$DOCKERFILE" -t "$IMAGE-$torch" \
         -v "$WORK/wheels:/wheels:ro" --build-arg WHEELHOUSE=/wheels --build-arg TORCH="$torch" \
         --build-arg MODEL="$MODEL" "$REPO" >"$WORK/build-$torch.log" 2>&1 \
         || { tail -40 "$WORK/build-$torch.log" >&2; fail "podman build (TORCH=$torch)"; }
+    kill "$sampler"; wait "$sampler" 2>/dev/null || true
+    say "$WORK held at most $(sort -n "$WORK/used-$torch.log" | tail -1) MB during the build"
     say "image $IMAGE-$torch: $(podman image inspect --format '{{.Size}}' "$IMAGE-$torch" | awk '{printf "%.0f MB", $1 / 1e6}')"
     step "run ($torch)"
     mkdir -p "$output"
