@@ -99,8 +99,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# In memory where there is room (the CPU image's build writes about SIZE_PLACEHOLDER; on disk, writing and removing the layers took
-# most of the check's time): SETENC_IMAGE_TMPFS=SIZE (e.g. 14g), 0 for the disk; by default 14g for the CPU image
+# In memory where there is room (the CPU image's build held 8.6 GB at its peak; on disk, writing and removing the
+# layers took most of the check's time): SETENC_IMAGE_TMPFS=SIZE (e.g. 14g), 0 for the disk; by default 14g for the CPU image
 # when 18 GiB of memory are available.
 TMPFS=${SETENC_IMAGE_TMPFS:-auto}
 if [ "$TMPFS" = auto ]; then
