@@ -722,7 +722,9 @@ def test_dockerfile_stages_store_the_checkpoint_once_and_pick_the_torch_build():
     assert named["image-cpu"][0] == named["image-cuda"][0] == "image"
     cuda = " ".join(json.loads(named["image-cuda"][1]["ENTRYPOINT"][0]))
     assert cuda == TIREX_COMMAND + " --dtype auto"  # the GPU when there is one (the default device), in auto precision
-    assert any("torch.version.cuda" in run for run in named["image-cuda"][1]["RUN"])
+    assert "RUN" not in named["image-cuda"][1]  # a builder that builds every stage builds it for TORCH=cpu too
+    torch_run = next(run for run in build["RUN"] if '"$torch"' in run)
+    assert "bool(torch.version.cuda) == (sys.argv[1] == 'cuda')" in torch_run and torch_run.endswith('"$TORCH"')
     cpu = " ".join(json.loads(named["image-cpu"][1]["ENTRYPOINT"][0]))
     assert cpu == TIREX_COMMAND  # float32, the published scores
 
