@@ -2,8 +2,8 @@
 
 Golden values come from independent sources: the ``tira`` client's own loader (``all_lines_to_pandas``), format
 check (``check_format(..., "run.txt")``) and run normalisation (``normalize_run``), and the scores of the in-process
-re-rankers. No Docker engine runs here: the image is checked by reading ``tira/Dockerfile`` and by running its
-entrypoint command in a shell the way ``tira-run`` does.
+re-rankers. No Docker engine runs in the tests: they read ``tira/Dockerfile`` and run its entrypoint command in a
+shell the way ``tira-run`` does; ``tira/check-image.sh`` (in ``.ci/run``) builds the image with podman and runs it.
 """
 
 from __future__ import annotations
