@@ -10,7 +10,8 @@
 # X.Y.Z of this machine, imported under the base's name, so the build never pulls); a wheelhouse filled on this
 # machine with pip download from the lock file; podman build --pull=never --network none with the wheelhouse mounted
 # (WHEELHOUSE=/wheels); podman run --network none with the sample mounted read-only at /input and $inputDataset and
-# $outputDir set, as TIRA does; checks of run.txt (below, and tira's check_format when the tira client is installed).
+# $outputDir set, as TIRA does; checks of run.txt (below, and tira's check_format when the tira client is installed);
+# with SETENC_IMAGE_TIRA_RUN=1, the same through tira-run (below).
 #
 # Environment: SETENC_DATA_DIR (default ../shared/data), SETENC_IMAGE_PYTHON (a CPython of the base's version, default:
 # python3 or pyenv's of that version), SETENC_IMAGE_MODEL (default pyterrier_setenc.embedded.SET_ENCODER, the
@@ -84,6 +85,7 @@ PODMAN_READY=0 MOUNTED=0
 cleanup() {
     local code=$? t=$SECONDS
     set +e
+    if [ -n "${SERVICE:-}" ]; then kill "$SERVICE"; wait "$SERVICE" 2>/dev/null; fi
     if [ "$PODMAN_READY" = 1 ]; then  # only with this script's own configuration: never the machine's other images
         podman rm -af >/dev/null 2>&1
         podman rmi -af >/dev/null 2>&1
@@ -230,7 +232,27 @@ build_and_run() {  # build_and_run TORCH
         -e inputDataset=/input -e outputDir=/output "$IMAGE-$torch" \
         || fail "the image (TORCH=$torch) exited with $?"
     check_run "$output/run.txt" || fail "run.txt of the image (TORCH=$torch)"
+    [ -n "$TIRA_RUN" ] || return 0
+    step "tira-run ($torch)"  # tira's own runner, against podman's Docker-compatible socket
+    if [ -z "$SERVICE" ]; then
+        podman system service --time=0 "unix://$WORK/podman.sock" >"$WORK/service.log" 2>&1 & SERVICE=$!
+        for _ in $(seq 50); do [ -S "$WORK/podman.sock" ] && break; sleep 0.2; done
+    fi
+    mkdir -p "$output-tira"
+    DOCKER_HOST=unix://$WORK/podman.sock timeout 600 "$TIRA_RUN" --input-directory "$SAMPLE" --image "$IMAGE-$torch" \
+        --output-directory "$output-tira" >"$WORK/tira-run-$torch.log" 2>&1 \
+        || { tail -30 "$WORK/tira-run-$torch.log" >&2; fail "tira-run (TORCH=$torch)"; }
+    check_run "$output-tira/run.txt" || fail "run.txt of tira-run (TORCH=$torch)"
 }
 
+# tira-run too, with SETENC_IMAGE_TIRA_RUN=1 where the tira client is installed. Not by default: against podman 4.3's
+# socket, tira 0.0.207's tira-run runs the image but then fails printing the container's log (UnicodeDecodeError: it
+# prints the log stream's frame headers too, and a header byte of 0x80 or more is not UTF-8).
+TIRA_RUN="" SERVICE=""
+if [ "${SETENC_IMAGE_TIRA_RUN:-0}" = 1 ]; then
+    for candidate in "$REPO/.venv/bin/tira-run" "$(command -v tira-run || true)"; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ]; then TIRA_RUN=$candidate; break; fi
+    done
+fi
 build_and_run cpu
 if [ "$CUDA" = 1 ]; then build_and_run cuda; fi
