@@ -59,7 +59,8 @@ def depth_sweep(benchmark: str = "dl19", models: ModelsArg = (), *, first_stage:
                      f"{len(bench.topics)} queries")
             run.write_table("results", table, title=title)
             plotted = table.set_index("name").set_axis(depths, axis=1)
-            save_figure(depth_figure(plotted, str(measure), f"{bench.name}: {measure} by depth"), run.path("depth.png"))
+            figure_title = f"{bench.name}: {measure} by depth ({len(bench.topics)} queries)"
+            save_figure(depth_figure(plotted, str(measure), figure_title), run.path("depth.png"))
             run.commit(result, experiment="depth", benchmark=bench.name, source=bench.source,
                        first_stage=first_stage, depths=depths, measure=measure, queries=len(bench.topics),
                        models=run.model_identities(), seed=options.seed)

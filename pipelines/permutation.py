@@ -89,7 +89,7 @@ def summarize(bench, first_stage: str, depth: int, seeds: Sequence[int], measure
     result = ExperimentResult(name="permutation", table=table, display=table,
                               runs={f"{m}/{o}": frame for m in outputs for o, frame in outputs[m].items()},
                               tables={"invariance": stability_table})
-    result.extras = {"title": title, "measure": measure, "first_stage": first_stage,
+    result.extras = {"title": title, "measure": measure, "first_stage": first_stage, "queries": len(bench.topics),
                      "matrices": {model: rank_changes(inputs, outputs[model], bins) for model in outputs}}
     return result
 
@@ -98,20 +98,23 @@ def write_outputs(run: ExperimentRun, name: str, depth: int, inputs: dict[str, p
                   outputs: dict[str, dict[str, pd.DataFrame]], result: ExperimentResult) -> None:
     """Runs, tables, matrices and figures of the experiment into the run's output folder."""
     extras = result.extras
+    queries = f"{extras['queries']} queries"
     for order, frame in inputs.items():
         io.write_run(run.path(f"runs/input__{order}.run"), frame, safe_name(f"input-{order}"))
     for model in outputs:
         for order, frame in outputs[model].items():
             io.write_run(run.path(f"runs/{safe_name(model)}__{order}.run"), frame, safe_name(f"{model}-{order}"))
         write_matrices(run.path(f"rank-change-{safe_name(model)}.csv"), extras["matrices"][model])
-        figure = rank_change_figure(extras["matrices"][model], f"{model}: rank changes ({name}, top {depth})", depth)
+        title = f"{model}: rank changes ({name}, {queries}, top {depth})"
+        figure = rank_change_figure(extras["matrices"][model], title, depth)
         save_figure(figure, run.path(f"rank-change-{safe_name(model)}.png"))
     run.write_table("results", result.table, title=extras["title"])
     run.write_table("invariance", result.tables["invariance"],
                     title=f"Invariance of each model's output against its output for the original order ({name}, "
                           f"top {depth} of {extras['first_stage']})")
     measure = str(extras["measure"])
-    figure = ordering_figure(result.table.set_index("name"), measure, f"{name}: {measure} per input ordering")
+    title = f"{name}: {measure} per input ordering ({queries})"
+    figure = ordering_figure(result.table.set_index("name"), measure, title)
     save_figure(figure, run.path("orderings.png"))
 
 

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
 def rank_change_figure(matrices: Mapping[str, np.ndarray], title: str, depth: int):
     """One heatmap per ordering: rows are input-position bins, columns re-ranked-rank bins, colour the share of the
-    row's candidates (as in Figure 4 b-d of the paper)."""
+    row's candidates (as in Figure 4 b-d of the paper). All panels share one colour scale (0 to the largest share
+    of any panel), the one the colourbar shows, so that panels can be compared."""
     count = len(matrices)
     figure, axes = plt.subplots(1, count, figsize=(3.2 * count + 0.8, 3.4), squeeze=False, constrained_layout=True)
+    largest = max([float(np.max(matrix)) for matrix in matrices.values() if np.size(matrix)], default=0.0)
+    norm = Normalize(vmin=0.0, vmax=max(largest, 1e-9))
     image = None
     for axis, (name, matrix) in zip(axes[0], matrices.items()):
         bins = matrix.shape[0]
-        image = axis.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(float(matrix.max()), 1e-9), origin="upper")
+        image = axis.imshow(matrix, cmap="viridis", norm=norm, origin="upper")
         ticks = np.arange(bins)
         labels = [f"{int(i * depth / bins) + 1}" for i in ticks]
         axis.set_xticks(ticks[::max(1, bins // 5)], labels[::max(1, bins // 5)])
@@ -64,5 +72,46 @@ def ordering_figure(values: pd.DataFrame, measure: str, title: str):
     axis.set_xticks(positions + width * (len(values) - 1) / 2, orderings, rotation=20)
     axis.set_ylabel(measure)
     axis.set_title(title)
-    axis.legend(fontsize="small")
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)  # beside the bars
     return figure
+
+
+def read_matrices(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The rank-change matrices of a ``rank-change-NAME.csv`` (long form: ordering, input_bin, output_bin,
+    proportion), by ordering, in the file's order."""
+    table = pd.read_csv(path)
+    matrices = {}
+    for kind, rows in table.groupby("ordering", sort=False):
+        bins = int(max(rows["input_bin"].max(), rows["output_bin"].max())) + 1
+        matrix = np.zeros((bins, bins))
+        matrix[rows["input_bin"].to_numpy(), rows["output_bin"].to_numpy()] = rows["proportion"].to_numpy()
+        matrices[str(kind)] = matrix
+    return matrices
+
+
+def redraw_rank_changes(csv: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Draws the rank-change figure of a permutation result's ``rank-change-NAME.csv`` again, without scoring,
+    into ``target`` (title from the result's ``manifest.json``)."""
+    from .output import save_figure
+
+    csv = Path(csv)
+    settings = json.loads((csv.parent / "manifest.json").read_text(encoding="utf-8"))["settings"]
+    model = csv.stem.removeprefix("rank-change-")
+    title = (f"{model}: rank changes ({settings['benchmark']}, {settings['queries']} queries, "
+             f"top {settings['depth']})")
+    return save_figure(rank_change_figure(read_matrices(csv), title, int(settings["depth"])), Path(target))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pipelines.plots results/permutation/rank-change-set-encoder.csv docs/permutation-rank-change.png``"""
+    parser = argparse.ArgumentParser(prog="python -m pipelines.plots",
+                                     description="Redraw a permutation result's rank-change figure from its CSV "
+                                                 "(no scoring).")
+    parser.add_argument("csv", type=Path, help="rank-change-NAME.csv of a permutation result folder")
+    parser.add_argument("target", type=Path, help="the PNG to write")
+    args = parser.parse_args(argv)
+    print(f"wrote {redraw_rank_changes(args.csv, args.target)}")
+
+
+if __name__ == "__main__":
+    main()
