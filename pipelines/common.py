@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -19,15 +20,15 @@ import pandas as pd
 import pyterrier as pt
 
 from pyterrier_setenc import io
-from pyterrier_setenc.settings import RerankerSettings, positive_int
+from pyterrier_setenc.settings import RerankerSettings, positive_int  # noqa: F401 (the commands import it from here)
 
-from .data import (CACHE_DIR_ENV, DATA_DIR_ENV, DEFAULT_CANDIDATES, Benchmark, DataFormatError, StoredRun,
+from .cli import (CORRECTIONS, add_benchmark_arguments, add_correction, base_parser, correction_name,  # noqa: F401
+                  folder_path)
+from .data import (DEFAULT_CANDIDATES, Benchmark, DataFormatError, StoredRun,
                    load_benchmark)
 from .output import CACHE, OutputError, ResultFolder, markdown_table, safe_name, write_table
 
 ModelsArg = Mapping[str, pt.Transformer | str | os.PathLike] | Sequence[str | os.PathLike | pt.Transformer]
-CORRECTIONS = ("holm", "bonferroni", "sidak", "holm-sidak", "simes-hochberg", "hommel", "fdr_bh", "fdr_by",
-               "fdr_tsbh", "fdr_tsbky", "none")
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ExperimentResult:
     files: list[Path] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None  # the output folder the result was written to
 
     def markdown(self) -> str:
         parts = [markdown_table(self.display)]
@@ -53,7 +55,8 @@ class ExperimentResult:
 @dataclass
 class Model:
     """A re-ranker of an experiment: its row name, the transformer, and what its outputs depend on (``identity``;
-    ``None`` for a transformer given as an object, whose outputs are then never reused)."""
+    for a transformer given as an object, what its ``output_identity()`` says, else ``None``: its outputs are then
+    never reused)."""
 
     name: str
     transformer: pt.Transformer
@@ -177,7 +180,9 @@ def resolve_models(models: ModelsArg, settings: RerankerSettings = RerankerSetti
     loaded = []
     for name, (_, model) in zip(names, entries):
         if isinstance(model, pt.Transformer):
-            loaded.append(Model(name, model))
+            describe = getattr(model, "output_identity", None)
+            identity = {**describe(), "code": code_fingerprint()} if callable(describe) else None
+            loaded.append(Model(name, model, identity))
             continue
         source = str(model)
         transformer = settings.load(source)
@@ -200,9 +205,11 @@ def frame_digest(frame: pd.DataFrame) -> str:
     return hashlib.sha256(hashed.tobytes() + json.dumps(columns).encode()).hexdigest()
 
 
-def rerank(model: Model, inputs: pd.DataFrame, folder: ResultFolder | None, stem: str) -> pd.DataFrame:
+def rerank(model: Model, inputs: pd.DataFrame, folder: ResultFolder | None, stem: str,
+           reused: list[str] | None = None) -> pd.DataFrame:
     """``model.transformer(inputs)``, stored in ``folder`` (under ``cache/STEM``) as soon as it is computed; a
-    stored output computed under the same key (model identity and settings, code, the exact input) is reused."""
+    stored output computed under the same key (model identity and settings, code, the exact input) is reused (and
+    its stem added to ``reused``)."""
     key = None
     if model.identity is not None:
         key = hashlib.sha256(json.dumps({"model": model.identity, "input": frame_digest(inputs)},
@@ -211,6 +218,8 @@ def rerank(model: Model, inputs: pd.DataFrame, folder: ResultFolder | None, stem
     if folder is not None:
         stored = folder.lookup(stem, key)
         if stored is not None:
+            if reused is not None:
+                reused.append(stem)
             return stored
     results = io.rank_results(model.transformer(inputs)[["qid", "docno", "score"]])  # as a stored one reads back
     if folder is not None:
@@ -305,6 +314,8 @@ class ExperimentRun:
         self.folder: ResultFolder | None = None
         self.models: list[Model] = []
         self.files: list[str] = []  # the result's files, relative to the folder
+        self.reused: dict[str, list[str]] = {}  # per row: the stems of the stored outputs reused
+        self.reranked: dict[str, int] = {}  # per row: how many outputs were asked for
 
     def __enter__(self) -> ExperimentRun:
         if self.options.output is not None:
@@ -339,7 +350,8 @@ class ExperimentRun:
 
     def rerank(self, model: Model, inputs: pd.DataFrame, stem: str) -> pd.DataFrame:
         """``model``'s output on ``inputs``, reused from or stored in the output folder (:func:`rerank`)."""
-        return rerank(model, inputs, self.folder, stem)
+        self.reranked[model.name] = self.reranked.get(model.name, 0) + 1
+        return rerank(model, inputs, self.folder, stem, self.reused.setdefault(model.name, []))
 
     def path(self, relative: str) -> Path:
         """Where the result's file ``relative`` is written (it becomes part of the result)."""
@@ -359,57 +371,17 @@ class ExperimentRun:
 
     def commit(self, result: ExperimentResult, **settings) -> ExperimentResult:
         """Writes the manifest with ``settings`` and makes the folder the complete result; ``result.files`` are
-        its files."""
+        its files. Says (on stderr) for each row whose stored outputs were reused how many."""
+        for name, stems in self.reused.items():
+            if stems:
+                print(f"reused {len(stems)} of {self.reranked[name]} stored outputs of {name} "
+                      f"({self.folder.final / CACHE})", file=sys.stderr)
         result.files = self.folder.commit(self.files, settings_of(**settings))
+        result.folder = self.folder.final
         return result
 
 
-# --- the command line ---------------------------------------------------------------------------------------------
-
-def folder_path(text: str) -> Path:
-    path = Path(text).expanduser()
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
-    return path
-
-
-def correction_name(text: str) -> str:
-    if text not in CORRECTIONS:
-        raise argparse.ArgumentTypeError(f"unknown correction {text!r}; choose from {', '.join(CORRECTIONS)}")
-    return text
-
-
-def base_parser(prog: str, description: str, default_output: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", action="append", default=[], metavar="[NAME=]CHECKPOINT",
-                        help="re-ranker checkpoint (Hugging Face id or local folder), optionally with the name of its "
-                             "rows (default: the checkpoint's folder name or id); repeat for several")
-    parser.add_argument("--data-dir", type=folder_path, default=None,
-                        help=f"offline data folder in the layout of ../shared/data (default: ${DATA_DIR_ENV}; "
-                             "neither given: online from ir_datasets)")
-    parser.add_argument("--cache-dir", type=folder_path, default=None,
-                        help=f"where PISA indexes are cached (default: ${CACHE_DIR_ENV} or ~/.cache/pyterrier-setenc)")
-    parser.add_argument("--queries", type=positive_int, default=None, metavar="N",
-                        help="use only the first N topics of each benchmark (quick runs)")
-    parser.add_argument("--output", type=folder_path, default=Path(default_output),
-                        help="folder for runs, tables and plots, replaced as a whole when the new result is complete")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (shuffles, torch)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
-    RerankerSettings.add_arguments(parser)
-    return parser
-
-
-def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--benchmark`` and ``--first-stage`` of the experiments on one benchmark of choice."""
-    parser.add_argument("--benchmark", default="dl19", help="benchmark (dl19, dl20, ...)")
-    parser.add_argument("--first-stage", default="bm25", help="first stage (bm25, bm25-rm3, tasb, spladepp offline)")
-
-
-def add_correction(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--correction", type=correction_name, default="holm",
-                        help=f"multiple-testing correction of statsmodels: {', '.join(CORRECTIONS)}")
-
+# --- the command line (its parsers: pipelines.cli) ----------------------------------------------------------------
 
 @contextmanager
 def clean_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
@@ -446,16 +418,20 @@ def settings_of(**values) -> dict[str, Any]:
 
 def report(result: ExperimentResult, output: Path | None) -> None:
     print(result.markdown())
-    if output is not None:
-        print(f"wrote {len(result.files)} files to {output}")
+    if result.folder is not None:
+        stored = [p for p in (result.folder / CACHE).rglob("*") if p.is_file()]
+        total = sum(1 for p in result.folder.rglob("*") if p.is_file())
+        print(f"wrote {total} files to {result.folder}: {len(result.files)} result files, {len(stored)} in {CACHE}/ "
+              "(the stored model outputs a rerun reuses) and manifest.json")
 
 
-def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | argparse.Namespace | None,
                 experiment: Callable[[argparse.Namespace, ExperimentOptions], ExperimentResult]) -> ExperimentResult:
-    """An experiment's command: parses ``argv``, sets up the process (:func:`configure`), calls
-    ``experiment(args, options)`` with the shared options of :func:`base_parser` and prints its result; bad input
-    ends the command with its message (:func:`clean_errors`)."""
-    args = parser.parse_args(argv)
+    """An experiment's command: parses ``argv`` (or takes the arguments parsed already), sets up the process
+    (:func:`configure`), calls ``experiment(args, options)`` with the shared options of
+    :func:`~pipelines.cli.base_parser` and prints its result; bad input ends the command with its message
+    (:func:`clean_errors`)."""
+    args = argv if isinstance(argv, argparse.Namespace) else parser.parse_args(argv)
     configure(args)
     with clean_errors(parser):
         result = experiment(args, ExperimentOptions.from_args(args))

@@ -9,19 +9,25 @@ corpora get a live BM25 over a cached PISA index, DL19/DL20 their stored BM25 to
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the arguments (and --help) are read before the imports below, which load torch
+    from .cli import command_line
+
+    ARGUMENTS = command_line("corpora").parse_args()
+
+import argparse
 import os
 from collections.abc import Sequence
 
 import pandas as pd
 from ir_measures import nDCG
 
-from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, add_correction, base_parser,
-                     check_correction, models_of, positive_int, run_command, with_tail)
+from .cli import COLLECTIONS, command_line
+from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, check_correction, models_of,
+                     run_command, with_tail)
 from .data import BENCHMARKS, canonical_name, offline_benchmarks, resolve_data_dir
 from .evaluation import SIGNIFICANT, compact, experiment, geometric_mean, parse_measures
 from .output import safe_name
 
-COLLECTIONS = ("vaswani", "cranfield", "nfcorpus", "noveleval", "dl19", "dl20")
 FIRST_STAGE_ROW = "BM25"
 
 
@@ -99,19 +105,12 @@ def corpora(models: ModelsArg = (), collections: Sequence[str] | None = None, *,
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> ExperimentResult:
-    parser = base_parser("python -m pipelines.corpora",
-                         "The paper's Table 3 (TIREx style): nDCG@10 of BM25 and each model per collection, with "
-                         "arithmetic and geometric means.", "results/corpora")
-    parser.add_argument("--collection", action="append", default=[],
-                        help=f"collection (repeatable; default: all available of {', '.join(COLLECTIONS)})")
-    parser.add_argument("--depth", type=positive_int, default=100, help="re-rank the BM25 top DEPTH")
-    parser.add_argument("--measure", default="nDCG@10", help="ir_measures measure")
-    add_correction(parser)
-    return run_command(parser, argv, lambda args, options: corpora(
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> ExperimentResult:
+    """``python -m pipelines.corpora`` (options: :func:`pipelines.cli.corpora_parser`)."""
+    return run_command(command_line("corpora"), argv, lambda args, options: corpora(
         models_of(args), args.collection or None, depth=args.depth, measure=parse_measures([args.measure], [])[0],
         correction=args.correction, options=options))
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGUMENTS)

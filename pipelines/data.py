@@ -89,8 +89,24 @@ def load_benchmark(name: str, data_dir: str | os.PathLike | None = None, first_s
     if folder is not None:
         bench = load_offline(name, folder, first_stage, cache_dir=cache_dir, candidates=candidates)
     else:
-        bench = load_online(name, first_stage, cache_dir=resolve_cache_dir(cache_dir), candidates=candidates)
+        bench = online(name, first_stage, resolve_cache_dir(cache_dir), candidates)
     return bench.limit(queries)
+
+
+def online(name: str, first_stage: str, cache_dir: Path, candidates: int) -> Benchmark:
+    """:func:`~pipelines.online.load_online`, whose failures (no internet, a download that broke off) end in one
+    message that names the way out: a data folder."""
+    try:
+        return load_online(name, first_stage, cache_dir=cache_dir, candidates=candidates)
+    except (ValueError, KeyError):  # our own messages (a benchmark or first stage only offline) say it already
+        raise
+    except Exception as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:300]
+        raise DataFileError(
+            f"{name}: no data folder was given (neither --data-dir nor ${DATA_DIR_ENV}), so it was loaded online "
+            f"from ir_datasets, which failed ({type(error).__name__}: {reason}). Pass --data-dir with a folder in "
+            f"the layout of ../shared/data (load_benchmark(..., data_dir=...)) or set ${DATA_DIR_ENV}; the online "
+            "path needs internet access the first time") from error
 
 
 def offline_benchmarks(data_dir: Path) -> list[str]:

@@ -6,19 +6,23 @@ the top k the first stage's list follows in its order, ``(first_stage % k >> mod
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the arguments (and --help) are read before the imports below, which load torch
+    from .cli import command_line
+
+    ARGUMENTS = command_line("depth").parse_args()
+
+import argparse
 from collections.abc import Sequence
 
 import pandas as pd
 from ir_measures import nDCG
 
-from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, add_benchmark_arguments,
-                     base_parser, models_of, positive_int, run_command, with_tail)
+from .cli import DEPTHS, command_line
+from .common import ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, models_of, run_command, with_tail
 from .data import canonical_name
 from .evaluation import experiment, parse_measures
 from .output import safe_name, save_figure
 from .plots import depth_figure
-
-DEPTHS = (10, 25, 50, 100)
 
 
 def depth_sweep(benchmark: str = "dl19", models: ModelsArg = (), *, first_stage: str = "bm25",
@@ -67,17 +71,12 @@ def depth_sweep(benchmark: str = "dl19", models: ModelsArg = (), *, first_stage:
     return result
 
 
-def main(argv: Sequence[str] | None = None) -> ExperimentResult:
-    parser = base_parser("python -m pipelines.depth",
-                         "The paper's Figure 2: the measure when re-ranking the top k of the first stage (the rest "
-                         "of its list below).", "results/depth")
-    add_benchmark_arguments(parser)
-    parser.add_argument("--depths", type=positive_int, nargs="+", default=list(DEPTHS), help="re-ranking depths k")
-    parser.add_argument("--measure", default="nDCG@10", help="ir_measures measure")
-    return run_command(parser, argv, lambda args, options: depth_sweep(
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> ExperimentResult:
+    """``python -m pipelines.depth`` (options: :func:`pipelines.cli.depth_parser`)."""
+    return run_command(command_line("depth"), argv, lambda args, options: depth_sweep(
         canonical_name(args.benchmark), models_of(args), first_stage=args.first_stage, depths=args.depths,
         measure=parse_measures([args.measure], [])[0], options=options))
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGUMENTS)

@@ -4,18 +4,18 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Sequence
 
 import pandas as pd
 
-from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, add_correction, base_parser,
-                     check_correction, models_of, positive_int, run_command, with_tail)
+from .cli import command_line
+from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, check_correction, models_of,
+                     run_command, with_tail)
 from .data import BENCHMARKS, canonical_name
 from .evaluation import SIGNIFICANT, TABLE1_MEASURES, compact, experiment, parse_measures
 from .output import safe_name
-
-FIRST_STAGES = ("bm25", "bm25-rm3", "tasb", "spladepp")
 
 
 def table1(benchmark: str = "dl19", models: ModelsArg = (), *, first_stage: str = "bm25", depth: int = 100,
@@ -69,21 +69,9 @@ def table1(benchmark: str = "dl19", models: ModelsArg = (), *, first_stage: str 
     return result
 
 
-def main(benchmark: str, argv: Sequence[str] | None = None) -> ExperimentResult:
+def main(benchmark: str, argv: Sequence[str] | argparse.Namespace | None = None) -> ExperimentResult:
+    """``python -m pipelines.dl19`` / ``dl20`` (options: :func:`pipelines.cli.dl_parser`)."""
     name = canonical_name(benchmark)
-    parser = base_parser(f"python -m pipelines.{name}",
-                         f"{BENCHMARKS[name].title} (the paper's Table 1): the first stage versus (first_stage % "
-                         "depth >> model) ^ first_stage, with significance against the first stage.",
-                         f"results/{name}")
-    parser.add_argument("--first-stage", default="bm25",
-                        help=f"first stage: {' | '.join(FIRST_STAGES)} offline (stored runs); bm25 online")
-    parser.add_argument("--depth", type=positive_int, default=100, help="re-rank the top DEPTH candidates")
-    parser.add_argument("--reference-run", action="append", default=[], metavar="RUN",
-                        help="add a row from a TREC run: a path, or a run name in the benchmark's data folder "
-                             "(e.g. rankgpt35-bm25-top100)")
-    parser.add_argument("--measure", action="append", default=[],
-                        help="ir_measures measure (repeatable; default nDCG@10, RR(rel=2)@10, nDCG@100)")
-    add_correction(parser)
-    return run_command(parser, argv, lambda args, options: table1(
+    return run_command(command_line(name), argv, lambda args, options: table1(
         name, models_of(args), first_stage=args.first_stage, depth=args.depth, reference_runs=args.reference_run,
         measures=parse_measures(args.measure, TABLE1_MEASURES), correction=args.correction, options=options))

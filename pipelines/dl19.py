@@ -1,6 +1,10 @@
 """``python -m pipelines.dl19``: the paper's Table 1 on DL19 (see :mod:`pipelines.dl`; ``--help`` for options)."""
 
-from .dl import main
+if __name__ == "__main__":  # the arguments (and --help) are read before pipelines.dl, which loads torch
+    from .cli import command_line
 
-if __name__ == "__main__":
-    main("dl19")
+    ARGUMENTS = command_line("dl19").parse_args()
+
+    from .dl import main
+
+    main("dl19", ARGUMENTS)

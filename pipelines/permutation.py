@@ -11,6 +11,12 @@ matrix: input rank versus re-ranked rank, as proportions of each input rank.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the arguments (and --help) are read before the imports below, which load torch
+    from .cli import command_line
+
+    ARGUMENTS = command_line("permutation").parse_args()
+
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,8 +26,8 @@ from ir_measures import nDCG
 
 from pyterrier_setenc import io
 
-from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, add_benchmark_arguments,
-                     base_parser, models_of, positive_int, run_command)
+from .cli import command_line
+from .common import ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, models_of, run_command
 from .data import canonical_name
 from .evaluation import experiment, parse_measures
 from .orderings import UNJUDGED, invariance, ordering_kind, orderings, proportions, rank_change_counts
@@ -134,22 +140,13 @@ def write_matrices(path: Path, matrices: dict[str, np.ndarray]) -> Path:
     return atomic_write(path, lambda file: pd.DataFrame(rows).to_csv(file, index=False))
 
 
-def main(argv: Sequence[str] | None = None) -> ExperimentResult:
-    parser = base_parser("python -m pipelines.permutation",
-                         "The paper's permutation experiment (Section 5.3, Figure 4): each model on the first-stage "
-                         "list in original, shuffled, ideal and reverse-ideal order.", "results/permutation")
-    add_benchmark_arguments(parser)
-    parser.add_argument("--depth", type=positive_int, default=100, help="candidates per query fed to the models")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the shuffled orderings")
-    parser.add_argument("--measure", default="nDCG@10", help="ir_measures measure per ordering")
-    parser.add_argument("--unjudged", type=float, default=UNJUDGED,
-                        help="label given to unjudged candidates for the ideal orderings")
-    parser.add_argument("--bins", type=positive_int, default=10, help="rank bins of the rank-change matrices")
-    return run_command(parser, argv, lambda args, options: permutation(
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> ExperimentResult:
+    """``python -m pipelines.permutation`` (options: :func:`pipelines.cli.permutation_parser`)."""
+    return run_command(command_line("permutation"), argv, lambda args, options: permutation(
         canonical_name(args.benchmark), models_of(args), first_stage=args.first_stage, depth=args.depth,
         seeds=args.seeds, measure=parse_measures([args.measure], [])[0], unjudged=args.unjudged, bins=args.bins,
         options=options))
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGUMENTS)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import numbers
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -75,6 +76,10 @@ class Checkpoint:
         return None if self.options is None else self.options.doc_length
 
 
+# what the hub takes as a model id: NAME or NAMESPACE/NAME of letters, digits, "-", "_" and "."
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
+
+
 def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
             allow_patterns: list[str] | None = None) -> Path:
     """A local folder as it is, otherwise a Hugging Face model id fetched (or found in the local cache); only files
@@ -84,15 +89,18 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
         return path
     if path.exists():
         raise CheckpointError(f"{path} is a file; a checkpoint is a folder with config.json and weights")
+    if not HUB_ID.fullmatch(str(name_or_path)):  # a path, not an id: say so, not what the hub thinks of it
+        raise CheckpointError(f"no such folder: {path.absolute()} (a checkpoint is a local folder or a Hugging Face "
+                              "id such as webis/set-encoder-base)")
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(str(name_or_path), revision=revision,
                                       allow_patterns=allow_patterns or CHECKPOINT_FILES))
     except Exception as error:  # network, unknown id, gated model: say which
-        raise CheckpointError(
-            f"{name_or_path!r} is neither a local folder nor a Hugging Face model that could be fetched: {error}"
-        ) from error
+        local = f" (no such folder: {path.absolute()})" if path.parent != Path(".") and path.parent.is_dir() else ""
+        raise CheckpointError(f"{name_or_path!r} is neither a local folder{local} nor a Hugging Face model that could "
+                              f"be fetched: {error}") from error
 
 
 def classify(config: dict[str, Any], where: str = "") -> tuple[Kind, str]:

@@ -32,7 +32,8 @@ import pyterrier as pt
 from .atomic import check_writable
 from .io import check_tag, default_tag, find_rerank, read_rerank, read_run, write_run
 
-EXTRA = 'pip install "pyterrier-setenc[ray]"'
+# the package is installed from its repository (it is not on PyPI): the extra from the clone's root
+EXTRA = 'pip install -e ".[ray]" in the repository\'s root (or bash scripts/install, which installs every extra)'
 SHARD_TAG = "shard"
 ROW = "_row"
 

@@ -65,6 +65,9 @@ def is_blank(text: str) -> bool:
 class InputColumnsError(pt.validate.InputValidationError, ValueError):
     """Columns the re-ranker needs are missing (a ``pt.validate.InputValidationError`` and a ``ValueError``)."""
 
+    def __str__(self) -> str:  # the message alone, without PyTerrier's list of the transformer's input modes
+        return str(self.args[0])
+
 
 class EmptyTextWarning(UserWarning):
     """Passages without text were scored as empty passages."""
@@ -72,6 +75,11 @@ class EmptyTextWarning(UserWarning):
 
 class LongTextWarning(UserWarning):
     """Passages longer than the model reads were cut (see :meth:`ReRanker.transform`)."""
+
+
+class PointwiseCheckpointWarning(UserWarning):
+    """A pointwise checkpoint (mono, a Hugging Face cross-encoder) was given to the Set-Encoder class: it scores each
+    passage on its own, as :class:`~pyterrier_setenc.MonoReRanker` does."""
 
 
 class ListwiseCacheWarning(UserWarning):
@@ -586,12 +594,16 @@ class CrossEncoderReRanker(ReRanker):
         given = isinstance(model, CrossEncoder)
         module = model if given else CrossEncoder.from_pretrained(model, max_length=self.max_length,
                                                                   revision=self.revision)
-        if module.kind not in self.accepted_kinds:
-            raise ValueError(self.kind_error(module))
+        self.check_kind(module)
         self.model = model
         self.module = place(module, self.device, self.dtype, given, convert_more=self.int8)
         if self.int8:
             quantize_int8(self.module)
+
+    def check_kind(self, model: CrossEncoder) -> None:
+        """Refuses a checkpoint kind the class does not score (:meth:`kind_error`)."""
+        if model.kind not in self.accepted_kinds:
+            raise ValueError(self.kind_error(model))
 
     def kind_error(self, model: CrossEncoder) -> str:
         return f"{type(self).__name__} does not score {model.kind} checkpoints ({model.name})"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .reranker import CrossEncoderReRanker
+import warnings
+
+from .reranker import CrossEncoderReRanker, PointwiseCheckpointWarning
 
 
 class SetEncoderReRanker(CrossEncoderReRanker):
@@ -10,8 +12,10 @@ class SetEncoderReRanker(CrossEncoderReRanker):
 
     Passages of one query attend to each other's interaction tokens, so a list is always scored whole: several
     short lists may share a forward pass (up to ``batch_size`` passages), a longer list runs alone. Scores do not
-    depend on the order of the candidates. Pointwise checkpoints (``mono``, Hugging Face cross-encoders) are accepted
-    too and score each pair on its own. Arguments: see :meth:`CrossEncoderReRanker.__init__`.
+    depend on the order of the candidates. A pointwise checkpoint (``mono``, a Hugging Face cross-encoder, e.g.
+    ``embedded.MONO``) is accepted too and scores each pair on its own, with a :class:`PointwiseCheckpointWarning`
+    that says so (:class:`~pyterrier_setenc.MonoReRanker` or :func:`~pyterrier_setenc.load_reranker` take it without
+    one). Arguments: see :meth:`CrossEncoderReRanker.__init__`.
 
     >>> import pyterrier as pt
     >>> from pyterrier_setenc import SetEncoderReRanker
@@ -20,6 +24,13 @@ class SetEncoderReRanker(CrossEncoderReRanker):
     """
 
     accepted_kinds = ("set-encoder", "mono", "hf-cross-encoder")
+
+    def check_kind(self, model) -> None:
+        super().check_kind(model)
+        if not model.listwise:
+            warnings.warn(f"{model.name} is a {model.kind} checkpoint: SetEncoderReRanker scores each of its "
+                          "passages on its own (pointwise, no inter-passage attention); use MonoReRanker or "
+                          "load_reranker for it", PointwiseCheckpointWarning, stacklevel=3)
 
     @property
     def listwise(self) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -75,12 +76,36 @@ def teacher_reranker(model: str | os.PathLike = DEFAULT_TEACHER, text_field: str
     import pyterrier as pt
 
     class TeacherReRanker(pt.Transformer):
+        """The weights load on first use (a command checks its arguments and inputs before)."""
+
         def __init__(self):
             self.model, self.text_field, self.verbose = str(model), text_field, verbose
-            self.teacher = BiEncoderTeacher(model, verbose=False)
+            self._teacher: BiEncoderTeacher | None = None
+
+        @property
+        def teacher(self) -> BiEncoderTeacher:
+            if self._teacher is None:
+                self._teacher = BiEncoderTeacher(model, verbose=False)
+            return self._teacher
 
         def __repr__(self) -> str:
             return f"TeacherReRanker({self.model!r})"
+
+        def output_identity(self) -> dict:
+            """What the scores depend on (without loading the weights): the model folder's files and this module's
+            code; stored outputs of the same identity are reused (``pipelines.common.rerank``)."""
+            import hashlib
+
+            from .model import resolve_backbone
+
+            folder = resolve_backbone(model)
+            files = hashlib.sha256()
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                status = path.stat()
+                files.update(f"{path.relative_to(folder)}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+            code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]  # lengths, pooling, scoring
+            return {"class": "TeacherReRanker", "checkpoint": str(folder.resolve()), "files": files.hexdigest()[:16],
+                    "text_field": self.text_field, "code": code}
 
         def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
             pt.validate.result_frame(inp, extra_columns=["query", self.text_field])
