@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyterrier as pt
@@ -35,10 +37,34 @@ def file_fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+@contextmanager
+def output_to(log: Path) -> Iterator[None]:
+    """The process's stdout and stderr (file descriptors 1 and 2, which PISA's C++ code writes to) appended to
+    ``log`` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(log, "ab") as file:
+            os.dup2(file.fileno(), 1)
+            os.dup2(file.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)
+
+
 def cached_pisa_index(name: str, fingerprint: str, docs: Callable[[], Iterable[dict[str, str]]], cache_dir: Path,
                       warmup_query: str = "index"):
     """The PISA index of a corpus under ``cache_dir``, built from ``docs()`` (dicts with ``docno`` and ``text``) if
-    not cached yet."""
+    not cached yet. What PISA prints while it builds (``[info]`` lines on stdout, progress on stderr) goes to
+    ``NAME-FINGERPRINT.log`` beside the index, not between the results."""
     from pyterrier_pisa import PisaIndex
 
     final = cache_dir / "pisa" / f"{name}-{fingerprint}"
@@ -46,10 +72,11 @@ def cached_pisa_index(name: str, fingerprint: str, docs: Callable[[], Iterable[d
         final.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
         try:
-            index = PisaIndex(str(building / "index"), text_field="text", threads=1, overwrite=True)
-            index.index(docs())
-            # the first BM25 search writes its score bounds into the index folder: do it before it is shared
-            PisaIndex(str(building / "index")).bm25(k1=BM25_K1, b=BM25_B, num_results=1).search(warmup_query)
+            with output_to(final.parent / f"{final.name}.log"):
+                index = PisaIndex(str(building / "index"), text_field="text", threads=1, overwrite=True)
+                index.index(docs())
+                # the first BM25 search writes its score bounds into the index folder: do it before it is shared
+                PisaIndex(str(building / "index")).bm25(k1=BM25_K1, b=BM25_B, num_results=1).search(warmup_query)
             try:
                 os.rename(building / "index", final)
             except OSError:

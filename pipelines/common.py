@@ -43,10 +43,12 @@ class ExperimentResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None  # the output folder the result was written to
+    notes: list[str] = field(default_factory=list)  # cautions printed below the tables
 
     def markdown(self) -> str:
         parts = [markdown_table(self.display)]
         parts += [f"\n{title}\n\n{markdown_table(table)}" for title, table in self.tables.items()]
+        parts += [f"\n{note}\n" for note in self.notes]
         return "".join(parts)
 
 

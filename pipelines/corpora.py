@@ -25,7 +25,7 @@ from .cli import COLLECTIONS, command_line
 from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, check_correction, models_of,
                      run_command, with_tail)
 from .data import BENCHMARKS, canonical_name, offline_benchmarks, resolve_data_dir
-from .evaluation import SIGNIFICANT, compact, experiment, geometric_mean, parse_measures
+from .evaluation import SIGNIFICANT, compact, experiment, few_queries_caution, geometric_mean, parse_measures
 from .output import safe_name
 
 FIRST_STAGE_ROW = "BM25"
@@ -91,7 +91,10 @@ def corpora(models: ModelsArg = (), collections: Sequence[str] | None = None, *,
 
         runs = {f"{collection}/{name}": frame for collection, frames in by_collection.items()
                 for name, frame in frames.items()}
-        result = ExperimentResult(name="corpora", table=table, display=display, runs=runs)
+        few = [c for c in collections if few_queries_caution(sizes[c])]
+        notes = [f"{few_queries_caution(min(sizes[c] for c in few))} (collections with fewer than 20 queries: "
+                 f"{', '.join(f'{c} {sizes[c]}' for c in few)})"] if few else []
+        result = ExperimentResult(name="corpora", table=table, display=display, runs=runs, notes=notes)
         if run.folder is not None:
             for collection, collection_runs in by_collection.items():
                 run.write_runs(collection_runs, f"runs/{safe_name(collection)}")

@@ -14,7 +14,8 @@ from .cli import command_line
 from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, check_correction, models_of,
                      run_command, with_tail)
 from .data import BENCHMARKS, canonical_name
-from .evaluation import SIGNIFICANT, TABLE1_MEASURES, compact, experiment, parse_measures
+from .evaluation import (SIGNIFICANT, TABLE1_MEASURES, compact, differences, experiment, few_queries_caution,
+                         parse_measures)
 from .output import safe_name
 
 
@@ -58,10 +59,18 @@ def table1(benchmark: str = "dl19", models: ModelsArg = (), *, first_stage: str 
                  f"queries; models re-rank the top {depth} of {first_stage} ({bench.source}), the rest of its list "
                  f"follows in its order; {SIGNIFICANT} = significantly different from {first_stage} (paired t-test, "
                  f"{correction or 'no'} correction, p < 0.05)")
-        result = ExperimentResult(name=bench.name, table=table, display=display, runs=runs)
+        measure = str(measures[0])
+        paired = differences(runs, bench.topics, bench.qrels, measures[0], table, first_stage)
+        notes = [note for note in [few_queries_caution(len(bench.topics))] if note]
+        result = ExperimentResult(name=bench.name, table=table, display=display, runs=runs,
+                                  tables={f"{measure} against {first_stage}": paired}, notes=notes)
         if run.folder is not None:
             run.write_runs(runs)
             run.write_table("results", table, display, title=title)
+            run.write_table("differences", paired,
+                            title=f"{measure}: each row against {first_stage}, per query (mean difference, 95% "
+                                  f"confidence interval, effect size d_z, p of the {correction or 'uncorrected'} "
+                                  "paired t-test)" + "".join(f"\n\n{note}" for note in notes))
             run.commit(result, experiment="table1", benchmark=bench.name, source=bench.source,
                        first_stage=first_stage, depth=depth, queries=len(bench.topics),
                        models=run.model_identities(), reference_runs=[r for r, _ in references],

@@ -13,6 +13,7 @@ from ir_measures import RR, nDCG
 
 TABLE1_MEASURES = (nDCG @ 10, RR(rel=2) @ 10, nDCG @ 100)
 SIGNIFICANT = "\u2020"  # dagger: significantly different from the baseline after correction
+FEW_QUERIES = 20  # below this many queries a significance mark comes with a caution
 
 
 def parse_measures(names: Sequence[str] | None, default: Sequence) -> list:
@@ -65,3 +66,39 @@ def geometric_mean(values: Sequence[float]) -> float:
     if (array <= 0).any():
         return 0.0
     return float(np.exp(np.log(array).mean()))
+
+
+def differences(runs: Mapping[str, pd.DataFrame], topics: pd.DataFrame, qrels: pd.DataFrame, measure,
+                table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Beside each p-value what it rests on: per run against ``baseline`` on ``measure``, the number of queries,
+    the mean per-query difference with its 95% confidence interval (t distribution), the effect size d_z (mean
+    difference over the standard deviation of the differences) and the p-value of ``table`` (the paired t-test of
+    :func:`experiment`, corrected where it was)."""
+    from scipy import stats
+
+    names = list(runs)
+    per_query = pt.Experiment([runs[name] for name in names], topics, qrels, [measure], names=names, perquery=True,
+                              verbose=False)
+    values = per_query.pivot_table(index="qid", columns="name", values="value")
+    p_values = table.set_index("name")
+    p_column = next((c for c in (f"{measure} p-value corrected", f"{measure} p-value") if c in table.columns), None)
+    rows = []
+    for name in names:
+        if name == baseline:
+            continue
+        diff = (values[name] - values[baseline]).dropna().to_numpy(dtype=float)
+        n, mean = len(diff), float(diff.mean()) if len(diff) else float("nan")
+        sd = float(diff.std(ddof=1)) if n > 1 else float("nan")
+        half = float(stats.t.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+        rows.append({"name": name, "queries": n, "mean difference": mean, "95% CI low": mean - half,
+                     "95% CI high": mean + half, "d_z": mean / sd if sd > 0 else float("nan"),
+                     "p": float(p_values.loc[name, p_column]) if p_column else float("nan")})
+    return pd.DataFrame(rows, columns=["name", "queries", "mean difference", "95% CI low", "95% CI high", "d_z", "p"])
+
+
+def few_queries_caution(queries: int) -> str | None:
+    """A caution for significance marks over few queries (``None`` from :data:`FEW_QUERIES` on)."""
+    if queries >= FEW_QUERIES:
+        return None
+    return (f"Caution: {queries} queries. A paired t-test over so few queries has little power and leans on the "
+            f"differences being normal; read {SIGNIFICANT} (and its absence) with the confidence intervals, not alone.")

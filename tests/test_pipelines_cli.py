@@ -183,3 +183,37 @@ def test_a_missing_text_column_is_named_with_the_fix_and_nothing_else():
     message = str(error.value)
     assert "['text']" in message and "pt.text.get_text" in message
     assert "TransformerMode" not in message and message.endswith(".")
+
+
+def test_significance_comes_with_the_number_of_queries_an_interval_and_a_caution(tmp_path):
+    """Table 1 on 3 queries: the paired differences against BM25 with their confidence interval (recomputed here
+    with scipy from ir_measures' per-query values), and a caution about so few queries."""
+    import ir_measures
+    import numpy as np
+    from ir_measures import nDCG
+    from scipy import stats
+
+    from pipelines.dl import table1
+
+    result = table1("dl19", [FIXTURES / "mono"], data_dir=SLICE, queries=3, output=tmp_path / "out", verbose=False)
+    (paired,) = result.tables.values()
+    row = paired.set_index("name").loc["mono"]
+    assert row["queries"] == 3
+    from pipelines.data import load_benchmark
+
+    bench = load_benchmark("dl19", data_dir=SLICE, queries=3)
+    judged = bench.qrels.rename(columns={"qid": "query_id", "docno": "doc_id", "label": "relevance"})
+
+    def per_query(run):
+        frame = run.rename(columns={"qid": "query_id", "docno": "doc_id"})
+        return {m.query_id: m.value for m in ir_measures.iter_calc([nDCG @ 10], judged, frame)}
+
+    base, model = per_query(result.runs["bm25"]), per_query(result.runs["mono"])
+    diff = np.array([model[q] - base[q] for q in sorted(base)])
+    low, high = stats.t.interval(0.95, len(diff) - 1, loc=diff.mean(), scale=stats.sem(diff))
+    assert row["mean difference"] == pytest.approx(diff.mean(), abs=1e-12)
+    assert (row["95% CI low"], row["95% CI high"]) == pytest.approx((low, high), abs=1e-9)
+    assert row["d_z"] == pytest.approx(diff.mean() / diff.std(ddof=1), abs=1e-9)
+    text = result.markdown()
+    assert "Caution: 3 queries" in text and "95% CI low" in text
+    assert "Caution: 3 queries" in (tmp_path / "out" / "differences.md").read_text()

@@ -25,13 +25,21 @@ class BiEncoderTeacher:
     def __init__(self, model: str | os.PathLike = DEFAULT_TEACHER, *, query_length: int = 64,
                  passage_length: int = 256, batch_size: int = 64, verbose: bool = True):
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
         from .model import resolve_backbone
 
         folder = resolve_backbone(model)
         self.name = str(model)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.encoder = AutoModel.from_pretrained(str(folder)).eval()
+        bars = transformers_logging.is_progress_bar_enabled()
+        if not verbose:  # no "Loading weights" bar
+            transformers_logging.disable_progress_bar()
+        try:
+            self.encoder = AutoModel.from_pretrained(str(folder)).eval()
+        finally:
+            if bars:
+                transformers_logging.enable_progress_bar()
         self.query_length = query_length
         self.passage_length = passage_length
         self.batch_size = batch_size
