@@ -13,8 +13,8 @@ handled in one of two ways that compute the same function:
   by their log-sum-exps. On the CPU both run in torch's flash-attention kernel, which never forms the score
   matrix.
 
-On a CUDA device with xformers installed (``pip install "pyterrier-setenc[gpu]"``), the appended way runs as one
-call of ``xformers.ops.memory_efficient_attention`` for the whole bucket instead of one call per group: the packed
+On a CUDA device with xformers installed (the ``gpu`` extra: ``pip install -e ".[gpu]"``), the appended way runs as
+one call of ``xformers.ops.memory_efficient_attention`` for the whole bucket instead of one call per group: the packed
 queries against each sequence's keys (its own tokens, then its partners' interaction tokens) laid out one sequence
 after another, with a block-diagonal bias from the sequence lengths (:func:`key_layout`). Without xformers, or
 where it refuses the inputs, torch's ``scaled_dot_product_attention`` runs per group as on the CPU.

@@ -57,3 +57,44 @@ def test_offline_snippet_runs_as_written(monkeypatch):
         columns={"qid": "query_id", "docno": "doc_id"}))[ir_measures.nDCG @ 10]
     assert table.loc["BM25", "nDCG@10"] == pytest.approx(expected, abs=1e-12)
     assert 0 <= table.loc["BM25 >> Set-Encoder", "nDCG@10"] <= 1
+
+
+def test_the_first_lines_are_the_two_commands_of_a_fresh_machine():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    first = re.search(r"```(\w*)\n(.*?)```", text, flags=re.S)
+    assert first.group(1) == "bash" and text.index(first.group(0)) < text.index("\n\n", text.index("# ")) + 3
+    lines = [line.split("#")[0].strip() for line in first.group(2).strip().splitlines()]
+    assert lines == ["bash scripts/install && .venv/bin/python -m pipelines.dl19 --data-dir ../shared/data",
+                     "bash scripts/install && .venv/bin/python -m pytest -q"]
+
+
+def test_the_readme_is_a_short_read_with_its_sections_and_working_links():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(text.split()) < 2500  # minutes, not an hour: the long figures live in benchmarks/README.md
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    for section in ("In a notebook", "Install", "Models", "Key numbers", "Faithfulness", "Errors and guarantees"):
+        assert section in headings, headings
+    for target in re.findall(r"\]\(([^)#]+)\)", text):  # every relative link and image is there
+        if "://" not in target:
+            assert (REPO / target).exists(), target
+    for module in set(re.findall(r"python -m ([\w.]+)", text)):  # every command it names exists
+        if module != "pytest" and module.islower():  # not a placeholder such as pipelines.NAME
+            assert (REPO / (module.replace(".", "/") + ".py")).is_file(), module
+    assert 'pip install "pyterrier-setenc' not in text  # not on PyPI: installed from the repository
+
+
+def test_the_key_numbers_are_those_of_the_model_cards():
+    """The effectiveness table of the README against the results table of the shipped models' cards (where the
+    main job's figures were first recorded)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("| name | DL19 | DL20 |"):]
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:4]]
+            for line in table.splitlines()[2:6]}
+    card = (REPO / "pyterrier_setenc" / "models" / "set-encoder-minilm-l6" / "README.md").read_text(encoding="utf-8")
+    card_rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:]] for line in card.splitlines()
+                 if line.strip().startswith("|") and "nDCG" not in line and "---" not in line}
+    pairs = {"BM25": "BM25", "shipped Set-Encoder": "set-encoder-minilm-l6", "shipped mono twin": "mono-minilm-l6",
+             "teacher (all-MiniLM-L6-v2 bi-encoder)": "teacher (all-MiniLM-L6-v2 bi-encoder)"}
+    for ours, theirs in pairs.items():
+        dl19, dl20 = rows[ours]
+        assert (dl19, dl20) == (card_rows[theirs][0], card_rows[theirs][2]), ours
