@@ -63,4 +63,41 @@ def test_wheel_holds_the_shipped_checkpoints(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                     "--wheel-dir", str(tmp_path), str(REPO)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("pyterrier_setenc-*.whl")
-    assert shipped <= set(zipfile.ZipFile(wheel).namelist())
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert shipped <= names
+    # ready to publish: under PyPI's default limit of 100 MB a file, with the licence and its metadata
+    assert wheel.stat().st_size < 100 * 10**6, wheel.stat().st_size
+    (licence,) = [name for name in names if name.endswith(".dist-info/licenses/LICENSE")]
+    assert zipfile.ZipFile(wheel).read(licence) == (REPO / "LICENSE").read_bytes()
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    for folder in (embedded.SET_ENCODER, embedded.MONO):  # each model card states its licence
+        card = zipfile.ZipFile(wheel).read(f"pyterrier_setenc/models/{folder.name}/README.md").decode()
+        assert card.startswith("---\nlicense: apache-2.0\n") and "**Licence:** Apache-2.0" in card
+
+
+def test_the_licence_is_apache_2_in_the_spdx_form():
+    text = (REPO / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+    project = PYPROJECT["project"]
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]  # not the deprecated table
+
+
+def test_the_sdist_holds_the_tests_with_their_conftest_and_data(tmp_path):
+    """A source distribution runs its own tests: conftest.py, the data slice, the fixtures and the modules the tests
+    import (pipelines, training) are in it; caches are not."""
+    import subprocess
+    import sys
+    import tarfile
+
+    subprocess.run([sys.executable, "-c", "import setuptools.build_meta as b, sys; b.build_sdist(sys.argv[1])",
+                    str(tmp_path)], check=True, capture_output=True, cwd=REPO)
+    (sdist,) = tmp_path.glob("pyterrier_setenc-*.tar.gz")
+    root = sdist.name.removesuffix(".tar.gz")
+    names = {name.removeprefix(root + "/") for name in tarfile.open(sdist).getnames()}
+    committed = subprocess.run(["git", "ls-files", "tests/data", "tests/fixtures"], cwd=REPO, capture_output=True,
+                               text=True).stdout.split()
+    expected = {"LICENSE", "tests/conftest.py", "tests/agreement.py", "pipelines/dl19.py", "training/teacher.py",
+                *committed}
+    assert expected <= names, sorted(expected - names)[:10]
+    assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
