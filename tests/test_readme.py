@@ -79,7 +79,8 @@ def test_the_readme_is_a_short_read_with_its_sections_and_working_links():
             assert (REPO / target).exists(), target
     for module in set(re.findall(r"python -m ([\w.]+)", text)):  # every command it names exists
         if module != "pytest" and module.islower():  # not a placeholder such as pipelines.NAME
-            assert (REPO / (module.replace(".", "/") + ".py")).is_file(), module
+            path = REPO / module.replace(".", "/")
+            assert path.with_suffix(".py").is_file() or (path / "__main__.py").is_file(), module
     assert 'pip install "pyterrier-setenc' not in text  # not on PyPI: installed from the repository
 
 
