@@ -64,7 +64,7 @@ def cached_pisa_index(name: str, fingerprint: str, docs: Callable[[], Iterable[d
                       warmup_query: str = "index"):
     """The PISA index of a corpus under ``cache_dir``, built from ``docs()`` (dicts with ``docno`` and ``text``) if
     not cached yet. What PISA prints while it builds (``[info]`` lines on stdout, progress on stderr) goes to
-    ``NAME-FINGERPRINT.log`` beside the index, not between the results."""
+    ``build.log`` in the index folder, not between the results."""
     from pyterrier_pisa import PisaIndex
 
     final = cache_dir / "pisa" / f"{name}-{fingerprint}"
@@ -72,11 +72,12 @@ def cached_pisa_index(name: str, fingerprint: str, docs: Callable[[], Iterable[d
         final.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=final.parent))
         try:
-            with output_to(final.parent / f"{final.name}.log"):
+            with output_to(building / "build.log"):
                 index = PisaIndex(str(building / "index"), text_field="text", threads=1, overwrite=True)
                 index.index(docs())
                 # the first BM25 search writes its score bounds into the index folder: do it before it is shared
                 PisaIndex(str(building / "index")).bm25(k1=BM25_K1, b=BM25_B, num_results=1).search(warmup_query)
+            os.replace(building / "build.log", building / "index" / "build.log")
             try:
                 os.rename(building / "index", final)
             except OSError:

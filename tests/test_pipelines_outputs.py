@@ -241,7 +241,7 @@ def test_the_folder_holds_the_earlier_or_the_new_result_whatever_write_fails(tmp
     patch(counting)
     small_table1(tmp_path / "probe", {"a": setenc}, **quick)
     writes = count["writes"]
-    assert writes == 8  # probe, the stored output and its key, two runs, two tables, the manifest
+    assert writes == 10  # probe, the stored output and its key, two runs, two tables, the differences, the manifest
 
     for failing in range(1, writes + 1):
         count["writes"] = 0
