@@ -131,9 +131,13 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def checkpoint_identity(source: str) -> dict[str, Any]:
-    """What identifies a checkpoint: a local folder by its resolved path and the names, sizes and modification
-    times of its files; a hub id by the id and the revision of its local snapshot, if there is one."""
+def checkpoint_identity(source: str, transformer: pt.Transformer) -> dict[str, Any]:
+    """What identifies a loaded checkpoint's scores: the re-ranker's :meth:`~pyterrier_setenc.ReRanker.cache_key`
+    (class, settings, configuration and a digest of the weights: the identity :class:`~pyterrier_setenc.ListwiseCache`
+    keys on too); on Ray, where the weights live in the actors, the checkpoint's name and the revision of its local
+    snapshot (a hub id) or the names, sizes and modification times of its files (a folder)."""
+    if callable(getattr(transformer, "cache_key", None)):
+        return {"checkpoint": source, "weights": transformer.cache_key()}
     path = Path(source).expanduser()
     if path.exists():
         digest = hashlib.sha256()
@@ -174,7 +178,7 @@ def resolve_models(models: ModelsArg, settings: RerankerSettings = RerankerSetti
             raise ValueError(f"--model: {model} gets {what} {name!r}; name each model with --model NAME=PATH")
         seen[safe_name(name)] = name
     settings = replace(settings, dtype=settings.resolved_dtype())
-    identity = dict(batch_size=settings.batch_size, device=settings.device, max_length=settings.max_length,
+    numerics = dict(batch_size=settings.batch_size, device=settings.device, max_length=settings.max_length,
                     dtype=settings.dtype, int8=settings.int8)
     for _, model in entries:  # before any model is loaded
         if not isinstance(model, pt.Transformer):
@@ -188,9 +192,9 @@ def resolve_models(models: ModelsArg, settings: RerankerSettings = RerankerSetti
             continue
         source = str(model)
         transformer = settings.load(source)
-        loaded.append(Model(name, transformer, {**checkpoint_identity(source), "class": type(transformer).__name__,
-                                                **identity, "device": str(getattr(transformer, "device",
-                                                                                  settings.device)),
+        loaded.append(Model(name, transformer, {**checkpoint_identity(source, transformer),
+                                                "class": type(transformer).__name__, **numerics,
+                                                "device": str(getattr(transformer, "device", settings.device)),
                                                 "code": code_fingerprint()}))
     return loaded
 

@@ -443,7 +443,8 @@ class ReRanker(pt.Transformer):
 
     def cache_key(self) -> str:
         """A digest of everything that decides the scores: the class, the settings, the checkpoint's name and
-        configuration, and the weights (hashed once per re-ranker; used by :class:`~pyterrier_setenc.ListwiseCache`)."""
+        configuration, the tokenizer and the weights (hashed once per re-ranker; the identity of the model's scores for
+        :class:`~pyterrier_setenc.ListwiseCache` and for the stored outputs of ``pipelines``)."""
         if getattr(self, "_cache_key", None) is None:
             digest = hashlib.sha256()
             ignored = {"model", "text_field", "batch_size", "verbose", "device"}
@@ -451,6 +452,10 @@ class ReRanker(pt.Transformer):
             description = dict(cls=type(self).__name__, name=self.name, settings=settings, device=self.device.type,
                                config=getattr(self.module, "config", None))
             digest.update(json.dumps(description, sort_keys=True, default=str).encode())
+            tokenizer = getattr(self.module, "tokenizer", None)
+            backend = getattr(tokenizer, "pair", None) or getattr(tokenizer, "backend", None)
+            if backend is not None:  # vocabulary, normalizer, special tokens and template as the tokenizer holds them
+                digest.update(backend.to_str().encode())
             for key, value in self.module.state_dict().items():
                 digest.update(key.encode())
                 _hash_value(digest, value)

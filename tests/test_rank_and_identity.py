@@ -144,3 +144,20 @@ def test_the_schematic_label_names_the_kind_and_checkpoint(set_encoder_path, no_
     schematic = pt.schematic.transformer_schematic(reranker)
     assert schematic["label"] == f"SetEncoder({set_encoder_path.name})"
     assert FixedScores({}).schematic()["label"] == "FixedScores(fixed)"
+
+
+def test_the_tokenizer_is_part_of_a_models_identity(tmp_path):
+    """The same weights under another tokenizer score differently: the identity that ListwiseCache and the stored
+    outputs of pipelines key on (cache_key) must change with it, and stay the same for the same folder."""
+    import json
+    import shutil
+
+    from conftest import FIXTURES
+
+    folder = shutil.copytree(FIXTURES / "setenc-int", tmp_path / "model")
+    before = SetEncoderReRanker(str(folder), verbose=False).cache_key()
+    assert SetEncoderReRanker(str(folder), verbose=False).cache_key() == before
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    tokenizer["normalizer"]["lowercase"] = False  # "Lobster" and "lobster" become different word pieces
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    assert SetEncoderReRanker(str(folder), verbose=False).cache_key() != before
