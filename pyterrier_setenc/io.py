@@ -9,8 +9,10 @@ format                   lines                                                  
 TREC qrels               ``qid 0 docno label``                                  :func:`read_qrels`: a frame
 TREC run                 ``qid Q0 docno rank score tag``                        :func:`read_run`: a result frame;
                                                                                 :func:`write_run` writes one
-topics (``.tsv``)        ``qid<TAB>query``                                      :func:`read_topics`: a frame
-``docs.jsonl(.gz)``      JSON objects with ``docno``, ``text`` (``title``)      :func:`read_docs`: docno -> text
+topics (``.tsv``,        ``qid<TAB>query``, or JSON objects with ``qid``,       :func:`read_topics`: a frame
+``.jsonl(.gz)``)         ``query`` (or ``text``)
+docs (``.jsonl(.gz)``,   JSON objects with ``docno``, ``text`` (``title``),     :func:`read_docs`: docno -> text
+``.tsv(.gz)``)           or ``docno<TAB>text``
 =======================  =====================================================  ==================================
 
 This module is the project's only reader and writer of these formats: the TIREx entry point, Ray, ``pipelines``
@@ -381,8 +383,9 @@ def read_run(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_topics(path: str | os.PathLike) -> pd.DataFrame:
-    """``qid<TAB>query`` lines as a frame with string columns ``qid`` and ``query`` (surrounding whitespace
-    removed; a query may hold further tabs), in file order. An empty query or a qid given twice is an error.
+    """Topics as a frame with string columns ``qid`` and ``query`` (surrounding whitespace removed), in file order:
+    ``qid<TAB>query`` lines (a query may hold further tabs), or, for a ``.jsonl(.gz)`` file, JSON objects with
+    ``qid`` and ``query`` (or ``text``). An empty query or a qid given twice is an error.
 
     >>> read_topics("tests/data/trec-dl-2019/topics.tsv").head(1)
           qid                           query
@@ -390,19 +393,34 @@ def read_topics(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = Path(path)
     rows = []
-    for number, line in numbered_lines(path):
-        where = f"{path}, line {number}"
-        if "\t" not in line:
-            raise InputFileError(f"{where}: a topics line is qid<TAB>query, this one has no tab: {line[:80]!r}")
-        qid, query = line.split("\t", 1)
-        if not query.strip():
-            raise InputFileError(f"{where}: the query of qid {qid!r} is empty")
-        rows.append((_text_id(qid.strip(), "qid", where), query.strip(), number))
+    if _is_jsonl(path):
+        for number, row in json_objects(path):
+            where = f"{path}, line {number}"
+            if "qid" not in row:
+                raise InputFileError(f"{where}: every line needs 'qid' and 'query' (or 'text'), found {sorted(row)}")
+            qid = read_id(row["qid"], "qid", where)
+            query = row.get("query", row.get("text"))
+            if not isinstance(query, str) or not query.strip():
+                raise InputFileError(f"{where}: the query of qid {qid!r} is missing, empty or not a string")
+            rows.append((qid, query.strip(), number))
+    else:
+        for number, line in numbered_lines(path):
+            where = f"{path}, line {number}"
+            if "\t" not in line:
+                raise InputFileError(f"{where}: a topics line is qid<TAB>query, this one has no tab: {line[:80]!r}")
+            qid, query = line.split("\t", 1)
+            if not query.strip():
+                raise InputFileError(f"{where}: the query of qid {qid!r} is empty")
+            rows.append((_text_id(qid.strip(), "qid", where), query.strip(), number))
     if not rows:
         raise InputFileError(f"{path}: is empty, there are no topics")
     frame = pd.DataFrame(rows, columns=["qid", "query", "line"])
     _refuse_repeats(frame, ["qid"], path, "")
     return frame.drop(columns="line")
+
+
+def _is_jsonl(path: Path) -> bool:
+    return path.name.removesuffix(".gz").endswith(".jsonl")
 
 
 def document_text(title: str | None, text: str) -> str:
@@ -425,11 +443,15 @@ def irds_document_text(doc) -> str:
 
 
 def iter_docs(path: str | os.PathLike) -> Iterator[dict[str, str]]:
-    """The documents of ``docs.jsonl(.gz)`` (``docno``, ``text``, optionally ``title``) in file order, as
-    ``{"docno": ..., "text": ...}`` with the text of :func:`document_text` (title and text). A docno twice, a
-    missing field or a text that is not a string is an :class:`InputFileError` naming the line."""
+    """The documents of ``docs.jsonl(.gz)`` (``docno``, ``text``, optionally ``title``) or of a ``.tsv(.gz)`` file
+    (``docno<TAB>text``, the text may hold further tabs) in file order, as ``{"docno": ..., "text": ...}`` with the
+    text of :func:`document_text` (title and text). A docno twice, a missing field or a text that is not a string is
+    an :class:`InputFileError` naming the line."""
     path = Path(path)
     lines: dict[str, int] = {}
+    if path.name.removesuffix(".gz").endswith(".tsv"):
+        yield from _tsv_docs(path, lines)
+        return
     for number, row in json_objects(path):
         where = f"{path}, line {number}"
         if "docno" not in row or "text" not in row:
@@ -443,6 +465,21 @@ def iter_docs(path: str | os.PathLike) -> Iterator[dict[str, str]]:
             raise InputFileError(f"{path}: docno {docno!r} occurs more than once (lines {[lines[docno], number]})")
         lines[docno] = number
         yield {"docno": docno, "text": document_text(title, text)}
+    if not lines:
+        raise InputFileError(f"{path}: is empty, there are no documents")
+
+
+def _tsv_docs(path: Path, lines: dict[str, int]) -> Iterator[dict[str, str]]:
+    for number, line in numbered_lines(path):
+        if "\t" not in line:
+            raise InputFileError(f"{path}, line {number}: a docs line is docno<TAB>text, this one has no tab: "
+                                 f"{line[:80]!r}")
+        docno, text = line.split("\t", 1)
+        docno = _text_id(docno, "docno", f"{path}, line {number}")
+        if docno in lines:
+            raise InputFileError(f"{path}: docno {docno!r} occurs more than once (lines {[lines[docno], number]})")
+        lines[docno] = number
+        yield {"docno": docno, "text": text}
     if not lines:
         raise InputFileError(f"{path}: is empty, there are no documents")
 

@@ -119,25 +119,6 @@ def irds_dataset(source: str, option: str):
         raise RerankCommandError(f"{option} {source}: ir_datasets has no dataset {dataset_id!r}") from None
 
 
-def read_tsv_docs(path: Path, wanted: set[str]) -> dict[str, str]:
-    """``docno<TAB>text`` lines (the text may hold further tabs) as docno -> text, only the ``wanted`` docnos."""
-    texts, lines = {}, {}
-    for number, line in formats.numbered_lines(path):
-        if "\t" not in line:
-            raise RerankCommandError(f"{path}, line {number}: a docs line is docno<TAB>text, this one has no tab: "
-                                     f"{line[:80]!r}")
-        docno, text = line.split("\t", 1)
-        problem = formats.id_problem(docno)
-        if problem:
-            raise RerankCommandError(f"{path}, line {number}: docno {docno!r} {problem}")
-        if docno in lines:
-            raise RerankCommandError(f"{path}: docno {docno!r} occurs more than once (lines {[lines[docno], number]})")
-        lines[docno] = number
-        if docno in wanted:
-            texts[docno] = text
-    return texts
-
-
 def read_texts(source: str, wanted: set[str]) -> dict[str, str]:
     """The texts of the ``wanted`` docnos from ``--docs``: ``irds:ID`` (PyTerrier's text loader; title and text
     joined as :func:`pyterrier_setenc.io.document_text` does), a ``.jsonl(.gz)`` or a ``.tsv(.gz)`` file."""
@@ -158,11 +139,8 @@ def read_texts(source: str, wanted: set[str]) -> dict[str, str]:
         return {docno: formats.document_text(title, text)
                 for docno, title, text in zip(frame["docno"], titles, frame["text"])}
     path = Path(source)
-    name = path.name.removesuffix(".gz")
-    if name.endswith(".jsonl"):
+    if path.name.removesuffix(".gz").endswith((".jsonl", ".tsv")):
         return formats.read_docs(path, wanted)
-    if name.endswith(".tsv"):
-        return read_tsv_docs(path, wanted)
     raise RerankCommandError(f"--docs {source}: name a .jsonl(.gz) or .tsv(.gz) file or irds:DATASET_ID")
 
 
@@ -182,25 +160,7 @@ def read_queries(source: str, option: str = "--topics") -> dict[str, str]:
         if not dataset.has_queries():
             raise RerankCommandError(f"{option} {source}: the dataset has no queries (pass --topics)")
         return {str(query.query_id): query.default_text().strip() for query in dataset.queries_iter()}
-    path = Path(source)
-    if path.name.removesuffix(".gz").endswith(".jsonl"):
-        queries: dict[str, str] = {}
-        for number, row in formats.json_objects(path):
-            where = f"{path}, line {number}"
-            if "qid" not in row:
-                raise RerankCommandError(f"{where}: every line needs 'qid' and 'query' (or 'text'), found "
-                                         f"{sorted(row)}")
-            qid = formats.read_id(row["qid"], "qid", where)
-            query = row.get("query", row.get("text"))
-            if not isinstance(query, str) or not query.strip():
-                raise RerankCommandError(f"{where}: the query of qid {qid!r} is missing, empty or not a string")
-            if qid in queries:
-                raise RerankCommandError(f"{where}: qid {qid!r} occurs more than once")
-            queries[qid] = query.strip()
-        if not queries:
-            raise RerankCommandError(f"{path}: is empty, there are no topics")
-        return queries
-    topics = formats.read_topics(path)
+    topics = formats.read_topics(source)
     return dict(zip(topics["qid"], topics["query"]))
 
 
