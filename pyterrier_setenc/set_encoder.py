@@ -22,6 +22,6 @@ class SetEncoderReRanker(CrossEncoderReRanker):
     accepted_kinds = ("set-encoder", "mono", "hf-cross-encoder")
 
     @property
-    def listwise(self) -> bool:
+    def listwise(self) -> bool:  # type: ignore[override]  # ReRanker's class attribute, read-only here
         """True for Set-Encoder checkpoints (a passage's score depends on its whole list), False for pointwise ones."""
         return bool(self.module.listwise)
