@@ -47,7 +47,7 @@ def write_error(path: str | os.PathLike, error: OSError) -> OutputPathError:
     code = errno.errorcode.get(error.errno, "") if error.errno is not None else ""
     hint = {errno.ENOSPC: "; the file system is full", errno.EDQUOT: "; the disk quota is used up",
             errno.EROFS: "; the file system is read-only", errno.EACCES: "; no permission to write there",
-            errno.EPERM: "; no permission to write there"}.get(error.errno, "")
+            errno.EPERM: "; no permission to write there"}.get(error.errno, "") if error.errno is not None else ""
     failure = OutputPathError(f"{path} could not be written ({code + ': ' if code else ''}{reason}{hint})")
     failure.errno = error.errno
     return failure
@@ -191,8 +191,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
         raise (OutputPathError(f"{path} could not be written: {problem}") if problem else write_error(path, error)) \
             from error
     try:
-        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) \
-                as file:
+        with (os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8", newline="")) as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())

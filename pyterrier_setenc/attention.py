@@ -23,6 +23,7 @@ where it refuses the inputs, torch's ``scaled_dot_product_attention`` runs per g
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,7 @@ class Partners:
 def bucket_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_heads: int,
                      partners: Partners | None) -> torch.Tensor:
     """Attention output (t, H) of a bucket's packed rows given their fused projections ``qkv`` (t, 3H)."""
-    if partners is None or len(bucket.keys) <= APPENDED_PARTNERS_MAX:
+    if partners is None or len(cast(torch.Tensor, bucket.keys)) <= APPENDED_PARTNERS_MAX:  # keys: with partners
         keys_values = None if partners is None else partners.keys_values
         if attention_kernel(qkv.device) == "xformers":
             try:
@@ -92,6 +93,7 @@ def key_layout(bucket: Bucket, batch: PackedBatch, with_partners: bool) -> tuple
         rows = bucket.rows.stop - bucket.rows.start
         own_seq = torch.repeat_interleave(torch.arange(len(seqs), device=device), lengths)  # each own row's sequence
         if with_partners:
+            assert bucket.keys is not None and batch.seq_list is not None  # partners are set up with both
             seen = ~_blocked(bucket.keys, seqs, batch.seq_list)  # (sequences, keys)
             partner_seq, partner_key = seen.nonzero(as_tuple=True)  # by sequence, then key
             counts = seen.sum(1)
@@ -150,6 +152,7 @@ def _appended_mask(group: Group, bucket: Bucket, batch: PackedBatch) -> torch.Te
     """(count, width + len(bucket.keys)): the group's real tokens and, after them, the partner keys each of its
     sequences sees. Every layer sees the same, so it is built once and kept on the group."""
     if group.appended_mask is None:
+        assert bucket.keys is not None and batch.seq_list is not None  # partners are set up with both
         seqs = torch.arange(group.seqs.start, group.seqs.stop, device=bucket.keys.device)
         own = group.mask if group.mask is not None else torch.ones(group.count, group.width, dtype=torch.bool,
                                                                    device=bucket.keys.device)
@@ -170,6 +173,7 @@ def _merged_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num
     if bucket.list_count == 1:
         lists = [(slice(None), slice(None))]
     else:
+        assert batch.seq_list is not None  # several lists in one bucket are told apart by it
         row_list = batch.seq_list[batch.row_seq[bucket.rows]]
         key_list = batch.seq_list[bucket.keys]
         lists = [((row_list == number).nonzero().squeeze(1), (key_list == number).nonzero().squeeze(1))

@@ -95,8 +95,8 @@ class PackedBatch:
     def to(self, device: torch.device) -> PackedBatch:
         if self.input_ids.device == torch.device(device):
             return self
-        return PackedBatch(*(t.to(device) for t in (self.input_ids, self.token_type_ids, self.position_ids,
-                                                     self.starts, self.order)),
+        return PackedBatch(self.input_ids.to(device), self.token_type_ids.to(device), self.position_ids.to(device),
+                           self.starts.to(device), self.order.to(device),
                            [b.to(device) for b in self.buckets], self.row_seq.to(device), _move(self.seq_list, device))
 
 

@@ -23,6 +23,7 @@ import sqlite3
 import warnings
 from contextlib import closing
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -185,7 +186,7 @@ class ListwiseCache(pt.Transformer):
 
     def list_keys(self, frame: pd.DataFrame, texts: list[str]) -> dict:
         """The cache key of each qid's list (and the list's row indices in (docno, text) order)."""
-        identity = self.model_key if self.model_key is not None else self.scorer.cache_key()
+        identity = self.model_key if self.model_key is not None else self.scorer.cache_key()  # type: ignore[attr-defined]  # checked in __init__
         keys = {}
         docnos = frame["docno"].tolist()
         for qid, rows in frame.groupby("qid", sort=False).indices.items():
@@ -216,7 +217,7 @@ class ListwiseCache(pt.Transformer):
                 missing.append(qid)
         if missing:
             todo = frame[frame["qid"].isin(missing)]
-            scored = self.scorer(todo)
+            scored = cast(pd.DataFrame, self.scorer(todo))
             scored = scored.set_index(["qid", "docno"])["score"]
             rows_missing = np.concatenate([keys[q][1] for q in missing])
             index = pd.MultiIndex.from_arrays([frame["qid"].to_numpy()[rows_missing],

@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -174,7 +174,7 @@ def check_backbone_config(config: dict[str, Any], config_file: Path) -> None:
         raise CheckpointError(f"{config_file}: pad_token_id {pad!r} is not a token id below vocab_size "
                               f"{config['vocab_size']}")
     eps = config.get("layer_norm_eps", 1e-12)
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < 1:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < cast(float, eps) < 1:
         raise CheckpointError(f"{config_file}: layer_norm_eps must be a small positive number, found {eps!r}")
     try:
         activation(config.get("hidden_act", "gelu"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ from .precision import layer_norm
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
-_ACTIVATIONS = {  # name: (function, the same function in place)
+_ACTIVATIONS: dict[str, tuple[Activation, Activation]] = {  # name: (function, the same function in place)
     "gelu": (F.gelu, torch.ops.aten.gelu_),
     "gelu_new": (partial(F.gelu, approximate="tanh"), partial(torch.ops.aten.gelu_, approximate="tanh")),
     "gelu_pytorch_tanh": (partial(F.gelu, approximate="tanh"), partial(torch.ops.aten.gelu_, approximate="tanh")),
@@ -178,7 +179,7 @@ class Backbone(nn.Module):
     def compute_dtype(self) -> torch.dtype:
         """The type of the hidden states: that of the encoder's linear layers (half precision keeps the
         embeddings in float32, :mod:`.precision`)."""
-        return self.encoder.layer[0].output.dense.bias.dtype if len(self.encoder.layer) \
+        return cast(Layer, self.encoder.layer[0]).output.dense.bias.dtype if len(self.encoder.layer) \
             else self.embeddings.LayerNorm.weight.dtype
 
     def embed(self, batch: PackedBatch) -> torch.Tensor:
@@ -218,7 +219,7 @@ class Backbone(nn.Module):
             if gradient_checkpointing and torch.is_grad_enabled():
                 hidden = checkpoint(self._layer, layer, hidden, batch, position, use_reentrant=False)
             else:
-                hidden = self._layer(layer, hidden, batch, position, step)
+                hidden = self._layer(cast(Layer, layer), hidden, batch, position, step)
             if progress is not None:
                 progress((number + 1) / layers)
         return hidden

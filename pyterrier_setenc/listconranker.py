@@ -29,6 +29,7 @@ class ListConRankerReRanker(ReRanker):
     """
 
     listwise = True
+    module: ListConRankerModel
 
     def __init__(self, model: str | os.PathLike | ListConRankerModel, iterative: bool = True,
                  list_transformer_layers: int | None = None, *, text_field: str = "text", batch_size: int = 128,
@@ -59,7 +60,7 @@ class ListConRankerReRanker(ReRanker):
             raise TypeError(f"revision must be a string or None, got {revision!r}")
         self.revision = revision
         given = isinstance(model, ListConRankerModel)
-        module = model if given else ListConRankerModel.from_pretrained(
+        module = model if isinstance(model, ListConRankerModel) else ListConRankerModel.from_pretrained(
             model, list_transformer_layers, max_length=512 if self.max_length is None else self.max_length,
             revision=revision)
         self.model = model
@@ -68,5 +69,6 @@ class ListConRankerReRanker(ReRanker):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, iterative={self.iterative})"
 
-    def score_lists(self, queries: list[str], lists: list[list[str]]) -> list[np.ndarray]:
+    def score_lists(  # type: ignore[override]  # takes no progress: ReRanker.transform reads the signature
+            self, queries: list[str], lists: list[list[str]]) -> list[np.ndarray]:
         return self.module.score_lists(queries, lists, self.iterative)

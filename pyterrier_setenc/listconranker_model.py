@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -133,7 +134,7 @@ class ListTransformer(nn.Module):
         allowed = (positions[None, None, :] < lengths[:, None, None]).expand(-1, length, -1).clone()
         allowed[:, 0, 1:] = False  # ListAttention: the query keeps to itself
         x = self.query_embedding(features)
-        for layer in self.list_transformer.layers:
+        for layer in cast(nn.ModuleList, self.list_transformer.layers):
             x = layer(x, allowed)
         before = self._pairs(features, self.linear_score2)
         after = self._pairs(x, self.linear_score3)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +77,7 @@ class BertClassifierHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
         pooled = hidden[batch.starts].to(self.classifier.weight.dtype)
-        return _relevance(self.classifier(torch.tanh(self.pooler.dense(pooled))))
+        return _relevance(self.classifier(torch.tanh(cast(nn.Linear, self.pooler.dense)(pooled))))
 
 
 class ElectraClassifierHead(nn.Module):
@@ -90,8 +91,9 @@ class ElectraClassifierHead(nn.Module):
         self.classifier.out_proj = nn.Linear(hidden, config.get("num_labels", len(config.get("id2label", {})) or 2))
 
     def forward(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
-        pooled = hidden[batch.starts].to(self.classifier.dense.weight.dtype)
-        return _relevance(self.classifier.out_proj(F.gelu(self.classifier.dense(pooled))))
+        dense, out_proj = cast(nn.Linear, self.classifier.dense), cast(nn.Linear, self.classifier.out_proj)
+        pooled = hidden[batch.starts].to(dense.weight.dtype)
+        return _relevance(out_proj(F.gelu(dense(pooled))))
 
 
 def _relevance(logits: torch.Tensor) -> torch.Tensor:
@@ -112,6 +114,7 @@ class CrossEncoder(nn.Module):
     """
 
     float32_modules = ("head",)  # kept in float32 under half precision (pyterrier_setenc.precision)
+    last_cut_lengths: list[int] | None  # set by score_lists
 
     def __init__(self, checkpoint: Checkpoint, max_length: int | None = None):
         super().__init__()
@@ -126,6 +129,7 @@ class CrossEncoder(nn.Module):
         self.listwise = checkpoint.kind == "set-encoder"
         position = self.tokenizer.interaction_position if self.listwise else None
         options = checkpoint.options
+        head: nn.Module
         if options is None:  # a Hugging Face cross-encoder
             head = BertClassifierHead(config) if checkpoint.backbone == "bert" else ElectraClassifierHead(config)
         else:

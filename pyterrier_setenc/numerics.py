@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import random
 import warnings
+from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import nn
 
+from .encoder import Layer
 from .model import CrossEncoder
 
 SMOOTHING = 0.5  # SmoothQuant's migration strength: 0 leaves activations as they are, 1 flattens them entirely
@@ -34,6 +37,9 @@ class Int8Linear(nn.Module):
     >>> layer(torch.randn(3, 8)).shape
     torch.Size([3, 4])
     """
+
+    bias: torch.Tensor  # buffers
+    inverse_smoothing: torch.Tensor | None
 
     def __init__(self, linear: nn.Linear, smoothing: torch.Tensor | None = None):
         super().__init__()
@@ -100,14 +106,15 @@ def quantize_int8(model: CrossEncoder, smoothing: float = SMOOTHING) -> CrossEnc
     if not 0 <= smoothing <= 1:
         raise ValueError(f"smoothing must be between 0 and 1, got {smoothing}")
     for layer in model.backbone.encoder.layer:
-        layer.attention.self.fuse()
+        cast(Layer, layer).attention.self.fuse()
     encoder = model.backbone.encoder
+    ranges: Mapping[str, torch.Tensor | None]
     if smoothing:
         ranges = activation_ranges(model, *calibration_lists(model))
     else:  # nothing to calibrate
         ranges = {name: None for name, module in encoder.named_modules() if isinstance(module, nn.Linear)}
     for name, ranged in ranges.items():
-        linear = encoder.get_submodule(name)
+        linear = cast(nn.Linear, encoder.get_submodule(name))
         factors = None
         if ranged is not None:
             weight_range = linear.weight.detach().abs().amax(0).clamp_min(1e-5)

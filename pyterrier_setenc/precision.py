@@ -27,6 +27,8 @@ torch.float32
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
@@ -34,6 +36,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
           "float64": torch.float64}
 AUTO = "auto"
 HALF = (torch.bfloat16, torch.float16)
+_Module = TypeVar("_Module", bound=nn.Module)
 
 
 def cpu_has_bfloat16() -> bool:
@@ -84,13 +87,13 @@ def kept_in_float32(module: nn.Module) -> list[nn.Module]:
     names in ``float32_modules`` (its scoring head)."""
     from .encoder import Embeddings
 
-    kept = [m for m in module.modules() if isinstance(m, (nn.LayerNorm, Embeddings))]
+    kept: list[nn.Module] = [m for m in module.modules() if isinstance(m, (nn.LayerNorm, Embeddings))]
     for name in getattr(module, "float32_modules", ()):
         kept.append(module.get_submodule(name))
     return kept
 
 
-def set_precision(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+def set_precision(module: _Module, dtype: torch.dtype) -> _Module:
     """``module`` (in place) computing in ``dtype``; for half types the parts of :func:`kept_in_float32` stay
     float32."""
     module.to(dtype)

@@ -30,9 +30,10 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -129,12 +130,12 @@ def read_texts(source: str, wanted: set[str]) -> dict[str, str]:
         fields = dataset.docs_cls()._fields
         if "text" not in fields:
             raise RerankCommandError(f"--docs {source}: its documents have no text field (fields: {list(fields)})")
-        loader = pt.text.get_text(pt.get_dataset(source), ["text"] + (["title"] if "title" in fields else []),
-                                  verbose=False)
+        irds = cast(pt.text.HasTextLoader, pt.get_dataset(source))  # an ir_datasets dataset has a text loader
+        loader = pt.text.get_text(irds, ["text"] + (["title"] if "title" in fields else []), verbose=False)
         known = [docno for docno in sorted(wanted) if _has_doc(dataset, docno)]
         if not known:
             return {}
-        frame = loader(pd.DataFrame({"docno": known}))
+        frame = cast(pd.DataFrame, loader(pd.DataFrame({"docno": known})))
         titles = frame["title"] if "title" in frame else [None] * len(frame)
         return {docno: formats.document_text(title, text)
                 for docno, title, text in zip(frame["docno"], titles, frame["text"])}
@@ -189,7 +190,7 @@ def parse_measures(names: Sequence[str]) -> list:
 
 # --- re-ranking ------------------------------------------------------------------------------------------------------
 
-def candidates_of(first: FirstStage, depth: int, queries: dict[str, str], texts: dict[str, str | None]) \
+def candidates_of(first: FirstStage, depth: int, queries: Mapping[str, str], texts: Mapping[str, str | None]) \
         -> pd.DataFrame:
     """The top ``depth`` of each query with ``query`` and ``text``; a qid without topic or a docno without text is
     an error naming the first line of the run that has it."""
@@ -215,7 +216,7 @@ def with_tail(reranked: pd.DataFrame, first_stage: pd.DataFrame) -> pd.DataFrame
     columns = ["qid", "docno", "score"]
     topics = first_stage[["qid"]].drop_duplicates()
     combined = pt.Transformer.from_df(reranked[columns]) ^ pt.Transformer.from_df(first_stage[columns])
-    return combined(topics)[columns]
+    return cast(pd.DataFrame, combined(topics))[columns]
 
 
 def rerank(candidates: pd.DataFrame, reranker: pt.Transformer, source: Path) -> pd.DataFrame:
@@ -224,7 +225,7 @@ def rerank(candidates: pd.DataFrame, reranker: pt.Transformer, source: Path) -> 
     from .tirex import naming_lines
 
     with naming_lines(candidates, source):
-        scored = reranker(candidates[["qid", "query", "docno", "text"]].reset_index(drop=True))
+        scored = cast(pd.DataFrame, reranker(candidates[["qid", "query", "docno", "text"]].reset_index(drop=True)))
     if len(scored) != len(candidates):
         raise RuntimeError(f"the re-ranker returned {len(scored)} rows for {len(candidates)} candidates")
     return scored[["qid", "docno", "score"]]
@@ -308,7 +309,9 @@ def rerank_command(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
 
     first = read_first_stage(args.run)
     say(f"read {len(first.frame)} passages of {first.frame['qid'].nunique()} queries from {first.source}")
+    texts: Mapping[str, str | None]
     if first.texts is not None:
+        assert first.queries is not None  # a rerank.jsonl holds both
         if args.docs or args.topics:
             raise RerankCommandError(f"{first.source} holds its queries and texts; --docs and --topics are for TREC "
                                      "runs")

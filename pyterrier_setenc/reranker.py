@@ -36,6 +36,8 @@ import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -152,8 +154,11 @@ def check_model_argument(model, module_type: type) -> None:
                         f"({type(model).__name__})")
 
 
-def place(module: nn.Module, device: torch.device, dtype: torch.dtype, given: bool, convert_more: bool = False) \
-        -> nn.Module:
+_Module = TypeVar("_Module", bound=nn.Module)
+
+
+def place(module: _Module, device: torch.device, dtype: torch.dtype, given: bool, convert_more: bool = False) \
+        -> _Module:
     """``module`` on ``device`` computing in ``dtype`` (:func:`~.precision.set_precision`). A module the caller
     ``given`` is never changed: when it must be converted (device, dtype, or ``convert_more``, e.g. int8) a copy is
     converted instead."""
@@ -357,7 +362,7 @@ class ReRanker(pt.Transformer):
         self.verbose = check_flag("verbose", verbose)
 
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # type: ignore[override]  # pt.Transformer's class attribute, read-only here
         """The checkpoint's name."""
         return str(self.module.name)
 
@@ -543,7 +548,7 @@ def _hash_value(digest, value) -> None:
 
 def _warn_if_cached_by_pair(reranker: ReRanker, depth: int = 8) -> None:
     """Warns when a pyterrier-caching scorer cache (keyed on query and docno) is calling ``reranker``."""
-    frame = sys._getframe(2)
+    frame: FrameType | None = sys._getframe(2)
     for _ in range(depth):
         if frame is None:
             return
@@ -567,6 +572,7 @@ class CrossEncoderReRanker(ReRanker):
     cross-encoders); subclasses say which checkpoint kinds they take and how lists are batched."""
 
     accepted_kinds: tuple[str, ...] = ()
+    module: CrossEncoder
 
     def __init__(self, model: str | os.PathLike | CrossEncoder, *, text_field: str = "text", batch_size: int = 128,
                  device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
@@ -597,8 +603,8 @@ class CrossEncoderReRanker(ReRanker):
             raise ValueError(f"int8=True runs on the CPU in float32 only, got device={str(self.device)!r} "
                              f"dtype={self.dtype}")
         given = isinstance(model, CrossEncoder)
-        module = model if given else CrossEncoder.from_pretrained(model, max_length=self.max_length,
-                                                                  revision=self.revision)
+        module = model if isinstance(model, CrossEncoder) else CrossEncoder.from_pretrained(
+            model, max_length=self.max_length, revision=self.revision)
         self.check_kind(module)
         self.model = model
         self.module = place(module, self.device, self.dtype, given, convert_more=self.int8)

@@ -24,7 +24,7 @@ PACKAGES = ("pyterrier-setenc", "python-terrier", "torch", "transformers", "toke
 
 def package_versions(names=PACKAGES) -> dict[str, str | None]:
     """The installed version of each package (``None`` for one that is not installed)."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in names:
         try:
             versions[name] = metadata.version(name)

@@ -33,6 +33,6 @@ class SetEncoderReRanker(CrossEncoderReRanker):
                           "load_reranker for it", PointwiseCheckpointWarning, stacklevel=3)
 
     @property
-    def listwise(self) -> bool:
+    def listwise(self) -> bool:  # type: ignore[override]  # ReRanker's class attribute, read-only here
         """True for Set-Encoder checkpoints (a passage's score depends on its whole list), False for pointwise ones."""
         return bool(self.module.listwise)

@@ -31,6 +31,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import pyterrier as pt
@@ -101,7 +102,7 @@ def rerank(frame: pd.DataFrame, reranker: pt.Transformer) -> pd.DataFrame:
     """``qid``, ``docno`` and ``score`` of every row of ``frame``, scored by the re-ranker. Passages without text
     follow the re-rankers' rule (:mod:`pyterrier_setenc.reranker`): they are scored as empty passages, with a
     warning that says how many."""
-    scored = reranker(frame[["qid", "query", "docno", "text"]].reset_index(drop=True))
+    scored = cast(pd.DataFrame, reranker(frame[["qid", "query", "docno", "text"]].reset_index(drop=True)))
     if len(scored) != len(frame):
         raise RuntimeError(f"the re-ranker returned {len(scored)} rows for {len(frame)} candidates")
     return scored[["qid", "docno", "score"]]

@@ -10,6 +10,7 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from tokenizers import Tokenizer
 from tokenizers.processors import TemplateProcessing
@@ -117,7 +118,7 @@ class PairTokenizer:
         self.sep_id = self._id("[SEP]")
         self.pad_id = self._id("[PAD]")
         self.int_id: int | None = None
-        special = [("[CLS]", self.cls_id), ("[SEP]", self.sep_id)]
+        special: list[tuple[str, int | None]] = [("[CLS]", self.cls_id), ("[SEP]", self.sep_id)]
         template = "[CLS] $A [SEP] $B:1 [SEP]:1"
         if interaction_token:
             self.int_id = backend.token_to_id(INTERACTION_TOKEN)
@@ -154,10 +155,10 @@ class PairTokenizer:
                 raise CheckpointError(f"{path / 'config.json'}: max_position_embeddings {max_position_embeddings} "
                                       f"cannot hold {room}")
             limit = _tokenizer_config(path).get("model_max_length", max_position_embeddings)
-            if isinstance(limit, bool) or not isinstance(limit, numbers.Real) or not limit >= least:
+            if isinstance(limit, bool) or not isinstance(limit, numbers.Real) or not cast(float, limit) >= least:
                 raise CheckpointError(f"{path / 'tokenizer_config.json'}: model_max_length {limit!r} cannot hold "
                                       f"{room} (at least {least})")
-            max_length = int(min(limit, max_position_embeddings))
+            max_length = int(min(cast(float, limit), max_position_embeddings))
         return cls(load_backend(path), query_length=query_length, doc_length=doc_length,
                    interaction_token=interaction_token, max_length=max_length, source=str(tokenizer_source(path)))
 
