@@ -76,6 +76,32 @@ def ordering_figure(values: pd.DataFrame, measure: str, title: str):
     return figure
 
 
+def saliency_figure(table: pd.DataFrame, title: str):
+    """Figure 3 of the paper: one panel per model (``table["model"]``), layers on the x axis, the mean share of
+    the analysed token's attention per token type (the other numeric columns) as stacked areas."""
+    models = list(dict.fromkeys(table["model"]))
+    kinds = [c for c in table.columns if c not in ("model", "layer")]
+    figure, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models) + 1.2, 3.6), squeeze=False, sharey=True,
+                                constrained_layout=True)
+    colours = plt.get_cmap("tab10").colors
+    for axis, model in zip(axes[0], models):
+        rows = table[table["model"] == model].sort_values("layer")
+        layers = rows["layer"].to_numpy(dtype=int)
+        axis.stackplot(layers, *(rows[kind].to_numpy(dtype=float) for kind in kinds), labels=kinds,
+                       colors=colours[:len(kinds)], alpha=0.85)
+        axis.set_xticks(layers)
+        if len(layers) > 1:
+            axis.set_xlim(layers.min(), layers.max())
+        axis.set_ylim(0, 1)
+        axis.set_xlabel("layer")
+        axis.set_title(str(model))
+    axes[0][0].set_ylabel("share of attention")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles[::-1], labels[::-1], loc="outside right center", fontsize="small")
+    figure.suptitle(title)
+    return figure
+
+
 def read_matrices(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The rank-change matrices of a ``rank-change-NAME.csv`` (long form: ordering, input_bin, output_bin,
     proportion), by ordering, in the file's order."""

@@ -175,7 +175,7 @@ def test_reruns_are_identical(tmp_path, setenc):
     pd.testing.assert_frame_equal(first.table, second.table)
 
 
-@pytest.mark.parametrize("module", ["dl19", "dl20", "permutation", "depth", "corpora"])
+@pytest.mark.parametrize("module", ["dl19", "dl20", "permutation", "depth", "corpora", "saliency"])
 def test_help(module, capsys):
     from importlib import import_module
 
