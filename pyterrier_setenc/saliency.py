@@ -2,10 +2,10 @@
 ``[CLS]``) puts its attention, layer by layer and head by head, split by token type (the paper's Figure 3).
 
 The fused kernels of :mod:`.attention` never form the attention probabilities, so the analysis runs the same weights
-through a separate, exact attention with an explicit softmax, on a padded (passages, tokens) layout of one list at
-a time; every other step (embeddings, projections, feed-forward blocks, layer norms, scoring head) is the model's
-own module. The fast path is untouched, and the scores of this forward pass equal the fast path's to float32
-rounding (``tests/test_saliency.py``).
+through a separate, exact attention with an explicit softmax on a padded (passages, tokens) layout of one list;
+every other step (embeddings, projections, feed-forward blocks, layer norms, scoring head) is the model's own module,
+run on the list's real tokens. The fast path is untouched, and the scores of this forward pass equal the fast
+path's to float32 rounding (``tests/test_saliency.py``).
 
 Token types (:data:`TOKEN_TYPES`) partition every key the chosen token sees, so the shares sum to 1:
 
@@ -116,30 +116,34 @@ def _saliency(module: CrossEncoder, query: str, passages: list[str], chosen: int
     positions = torch.arange(width, device=device).expand(count, width)
     partner_position = backbone.interaction_position if module.listwise and listwise else None
 
-    hidden = backbone._embed(ids, kinds, positions)  # (count, width, H) in the compute type
+    # linear layers, layer norms and feed-forward blocks on the real tokens only; attention on the padded layout
+    hidden = backbone._embed(ids[real], kinds[real], positions[real])  # (tokens, H) in the compute type
     layers = []
     for layer in backbone.encoder.layer:
-        context, shares = _layer_attention(layer.attention.self, hidden, real, types, chosen, partner_position)
-        attended = layer.attention.output(context, hidden)
+        qkv = layer.attention.self._project(hidden, "qkv")
+        padded = qkv.new_zeros(count, width, qkv.shape[-1])
+        padded[real] = qkv
+        context, shares = _layer_attention(padded, layer.attention.self.num_heads, real, types, chosen,
+                                           partner_position)
+        attended = layer.attention.output(context[real].to(hidden.dtype), hidden)
         hidden = layer.output(layer.intermediate(attended), attended)
         layers.append(shares)
-    packed = hidden[real]  # the real tokens, sequence after sequence, as the head expects them
-    starts = torch.cumsum(lengths, 0) - lengths
-    scores = module.head(packed, SimpleNamespace(starts=starts, size=count)).float().cpu()
+    starts = torch.cumsum(lengths, 0) - lengths  # the real tokens are sequence after sequence, as the head expects
+    scores = module.head(hidden, SimpleNamespace(starts=starts, size=count)).float().cpu()
     return Saliency(torch.stack(layers).cpu(), scores, chosen)
 
 
-def _layer_attention(attention, hidden: torch.Tensor, real: torch.Tensor, types: torch.Tensor, chosen: int,
+def _layer_attention(qkv: torch.Tensor, heads: int, real: torch.Tensor, types: torch.Tensor, chosen: int,
                      partner_position: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One layer's attention with an explicit softmax: the context (count, width, H) and the chosen token's
-    probability mass per head and token type (heads, count, token types), float64."""
-    count, width, size = hidden.shape
-    heads = attention.num_heads
-    qkv = attention._project(hidden, "qkv").float()  # scores and softmax in float32 under half precision too
+    """One layer's attention with an explicit softmax, from the projections ``qkv`` (count, width, 3H) on the padded
+    layout: the context (count, width, H) and the chosen token's probability mass per head and token type (heads,
+    count, token types), float64."""
+    count, width, size = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    qkv = qkv.float()  # scores and softmax in float32 under half precision too
     query, key, value = (x.unflatten(-1, (heads, size // heads)).transpose(1, 2) for x in qkv.split(size, dim=-1))
     scale = query.shape[-1] ** -0.5
-    own_mask = torch.zeros(count, 1, 1, width, device=hidden.device).masked_fill_(~real[:, None, None, :],
-                                                                                  float("-inf"))
+    own_mask = torch.zeros(count, 1, 1, width, device=qkv.device).masked_fill_(~real[:, None, None, :],
+                                                                               float("-inf"))
     partners = partner_position is not None and count > 1
     if partners:  # every sequence sees the interaction tokens of the others (its own among its own tokens)
         partner_key = key[:, :, partner_position].transpose(0, 1)  # (heads, count, d)
@@ -152,7 +156,7 @@ def _layer_attention(attention, hidden: torch.Tensor, real: torch.Tensor, types:
         scores = torch.matmul(query[rows] * scale, key[rows].transpose(-1, -2)) + own_mask[rows]
         if partners:
             partner_scores = torch.matmul(query[rows] * scale, partner_key.transpose(-1, -2)[None])
-            own = torch.arange(rows.start, rows.stop, device=hidden.device)
+            own = torch.arange(rows.start, rows.stop, device=qkv.device)
             partner_scores[torch.arange(len(own)), :, :, own] = float("-inf")  # not its own interaction token twice
             scores = torch.cat([scores, partner_scores], dim=-1)
         probabilities = torch.softmax(scores, dim=-1)
@@ -167,5 +171,5 @@ def _layer_attention(attention, hidden: torch.Tensor, real: torch.Tensor, types:
         if partners:
             mass[..., OTHERS] = chosen_row[..., width:].sum(-1)
         shares.append(mass)
-    context = torch.cat(contexts).transpose(1, 2).flatten(2).to(hidden.dtype)
+    context = torch.cat(contexts).transpose(1, 2).flatten(2)
     return context, torch.cat(shares).transpose(0, 1)
