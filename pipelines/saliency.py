@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from pyterrier_setenc.saliency import TOKEN_TYPES, Token, attention_saliency
 from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, Model, ModelsArg, base_parser,
                      frame_digest, positive_int, run_command)
 from .data import canonical_name
-from .output import safe_name
+from .output import StoredOutputWarning, safe_name, sha256_file
 
 BENCHMARKS = ("dl19", "dl20")
 PER_QUERY_COLUMNS = ["qid", "passages", "layer", *TOKEN_TYPES]
@@ -144,19 +145,26 @@ def per_query_shares(run: ExperimentRun, model: Model, benchmark: str, candidate
 
 def _store(run: ExperimentRun, stem: str, frame: pd.DataFrame, key: str | None, model: Model) -> None:
     atomic_write(run.path(f"{stem}.csv"), lambda file: frame.to_csv(file, index=False))
-    info = {"key": key, "model": model.name, "identity": model.identity}
+    info = {"key": key, "sha256": sha256_file(run.folder.path(f"{stem}.csv")), "model": model.name,
+            "identity": model.identity}
     atomic_write(run.path(f"{stem}.json"), lambda file: json.dump(info, file, indent=1, default=str))
 
 
 def _lookup(run: ExperimentRun, stem: str, key: str | None, qids: list[str], layers: int) -> pd.DataFrame | None:
     """The stored per-query shares of ``stem`` (staging folder first, then the current result) if stored under
-    ``key`` and complete: the same queries, every layer once, finite shares in [0, 1] that add up to 1."""
+    ``key``, unchanged since (the SHA-256 recorded with it) and complete: the same queries, every layer once, finite
+    shares in [0, 1] that add up to 1. A damaged file is computed again, with a :class:`StoredOutputWarning`."""
     if key is None:
         return None
     for path in (run.folder.path(stem), run.folder.final_path(stem)):
         try:
             info = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
-            if info.get("key") != key:
+            if not isinstance(info, dict) or info.get("key") != key:
+                continue
+            if sha256_file(Path(f"{path}.csv")) != info.get("sha256"):
+                warnings.warn(f"{path}.csv does not match the SHA-256 recorded when it was stored (damaged or "
+                              "changed since); it is not reused, the shares are computed again", StoredOutputWarning,
+                              stacklevel=3)
                 continue
             frame = pd.read_csv(f"{path}.csv", dtype={"qid": str}, keep_default_na=False)
         except (OSError, ValueError):

@@ -245,10 +245,33 @@ def test_experiment_writes_a_checked_result_and_reuses_it(tmp_path, monkeypatch)
     verify_result(out)
 
     # a damaged stored file is not reused (here: computed again, which the patch refuses)
+    from pipelines.output import StoredOutputWarning
     stored = out / "cache" / "saliency" / "mono__dl19.csv"
     stored.write_text(stored.read_text().replace("0.", "7.", 1))
-    with pytest.raises(pytest.fail.Exception, match="recomputed"):
+    with pytest.warns(StoredOutputWarning, match="mono__dl19.csv"), pytest.raises(pytest.fail.Exception,
+                                                                                   match="recomputed"):
         run_experiment(tmp_path)
+
+
+def test_stored_shares_are_checked_before_reuse():
+    """Stored per-query shares are reused only when complete: the same queries, every layer once, shares in [0, 1]
+    adding up to 1."""
+    from pipelines.saliency import PER_QUERY_COLUMNS, _valid
+
+    rows = [{"qid": qid, "passages": 3, "layer": layer, "self": 0.1, "query": 0.2, "passage": 0.3, "special": 0.15,
+             "other passages": 0.25} for qid in ("1", "2") for layer in (1, 2)]
+    frame = pd.DataFrame(rows, columns=PER_QUERY_COLUMNS)
+    assert _valid(frame, ["1", "2"], 2)
+    assert not _valid(frame, ["1", "3"], 2)  # other queries
+    assert not _valid(frame, ["1", "2"], 3)  # a layer missing
+    assert not _valid(frame.drop(columns="special"), ["1", "2"], 2)
+    assert not _valid(frame.assign(layer=[1, 1, 1, 2]), ["1", "2"], 2)  # a layer twice, another missing
+    off = frame.copy()
+    off.loc[0, "self"] = 0.6  # adds up to 1.5
+    assert not _valid(off, ["1", "2"], 2)
+    negative = frame.copy()
+    negative.loc[1, ["self", "query"]] = [-0.1, 0.4]  # adds up to 1, one share below 0
+    assert not _valid(negative, ["1", "2"], 2)
 
 
 def test_experiment_refuses_what_it_cannot_analyse(tmp_path):
