@@ -23,6 +23,7 @@ CORRECTIONS = ("holm", "bonferroni", "sidak", "holm-sidak", "simes-hochberg", "h
 FIRST_STAGES = ("bm25", "bm25-rm3", "tasb", "spladepp")  # of TREC DL 2019/2020 in the data folder
 DEPTHS = (10, 25, 50, 100)  # of the depth experiment
 COLLECTIONS = ("vaswani", "cranfield", "nfcorpus", "noveleval", "dl19", "dl20")  # of the corpora experiment
+SALIENCY_BENCHMARKS = ("dl19", "dl20")  # of the saliency experiment
 DEFAULT_ROWS = ("the shipped Set-Encoder and its mono twin (pyterrier_setenc.embedded) and their teacher "
                 "all-MiniLM-L6-v2 as a bi-encoder: three rows")
 
@@ -139,8 +140,28 @@ def corpora_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def saliency_parser() -> argparse.ArgumentParser:
+    parser = base_parser("python -m pipelines.saliency",
+                         "The paper's Figure 3: per layer, the share of the [CLS] ([INT] for a Set-Encoder) token's "
+                         "attention on itself, the query, the passage, its other special tokens and the other "
+                         "passages' interaction tokens.", "results/saliency")
+    model = next(action for action in parser._actions if action.dest == "model")
+    model.help = ("cross-encoder checkpoint (Hugging Face id or local folder), optionally with the name of its rows; "
+                  "repeat for several (default, no --model: the shipped Set-Encoder and its mono twin "
+                  "(pyterrier_setenc.embedded): two rows)")
+    parser.add_argument("--benchmark", action="append", default=[],
+                        help=f"benchmark (repeatable; default: {' '.join(SALIENCY_BENCHMARKS)})")
+    parser.add_argument("--first-stage", default="bm25", help=f"first stage ({', '.join(FIRST_STAGES)} offline)")
+    parser.add_argument("--depth", type=positive_int, default=100, help="passages per query (the first stage's top)")
+    parser.add_argument("--token", choices=("interaction", "first"), default="interaction",
+                        help="the token analysed: 'interaction' ([INT] of a Set-Encoder, else [CLS]) or 'first' "
+                             "([CLS])")
+    return parser
+
+
 def command_line(command: str) -> argparse.ArgumentParser:
-    """The parser of ``python -m pipelines.COMMAND`` (dl19, dl20, depth, permutation, corpora)."""
-    if command in ("depth", "permutation", "corpora"):
-        return {"depth": depth_parser, "permutation": permutation_parser, "corpora": corpora_parser}[command]()
+    """The parser of ``python -m pipelines.COMMAND`` (dl19, dl20, depth, permutation, corpora, saliency)."""
+    if command in ("depth", "permutation", "corpora", "saliency"):
+        return {"depth": depth_parser, "permutation": permutation_parser, "corpora": corpora_parser,
+                "saliency": saliency_parser}[command]()
     return dl_parser(command)

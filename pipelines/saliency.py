@@ -13,6 +13,12 @@ x axis, one stacked area per token type.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the arguments (and --help) are read before the imports below, which load torch
+    from .cli import command_line
+
+    ARGUMENTS = command_line("saliency").parse_args()
+
+import argparse
 import hashlib
 import json
 import math
@@ -26,12 +32,12 @@ from pyterrier_setenc.atomic import atomic_write
 from pyterrier_setenc.model import CrossEncoder
 from pyterrier_setenc.saliency import TOKEN_TYPES, Token, attention_saliency
 
-from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, Model, ModelsArg, base_parser,
-                     frame_digest, positive_int, run_command)
+from .cli import SALIENCY_BENCHMARKS, command_line
+from .common import ExperimentOptions, ExperimentResult, ExperimentRun, Model, ModelsArg, frame_digest, run_command
 from .data import canonical_name
 from .output import StoredOutputWarning, safe_name, sha256_file
 
-BENCHMARKS = ("dl19", "dl20")
+BENCHMARKS = SALIENCY_BENCHMARKS
 PER_QUERY_COLUMNS = ["qid", "passages", "layer", *TOKEN_TYPES]
 SUM_TOLERANCE = 1e-5  # the shares of a stored row must add up to 1 this closely to be reused
 
@@ -188,23 +194,12 @@ def _valid(frame: pd.DataFrame, qids: list[str], layers: int) -> bool:
             and bool((values <= 1).all()) and all(math.isclose(s, 1.0, abs_tol=SUM_TOLERANCE) for s in values.sum(1)))
 
 
-def main(argv: Sequence[str] | None = None) -> ExperimentResult:
-    parser = base_parser("python -m pipelines.saliency",
-                         "The paper's Figure 3: per layer, the share of the [CLS] ([INT] for a Set-Encoder) token's "
-                         "attention on itself, the query, the passage, its other special tokens and the other "
-                         "passages' interaction tokens (default models: the shipped Set-Encoder and mono twin).",
-                         "results/saliency")
-    parser.add_argument("--benchmark", action="append", default=[],
-                        help=f"benchmark (repeatable; default: {' '.join(BENCHMARKS)})")
-    parser.add_argument("--first-stage", default="bm25", help="first stage (bm25, bm25-rm3, tasb, spladepp offline)")
-    parser.add_argument("--depth", type=positive_int, default=100, help="passages per query (the first stage's top)")
-    parser.add_argument("--token", choices=("interaction", "first"), default="interaction",
-                        help="the token analysed: 'interaction' ([INT] of a Set-Encoder, else [CLS]) or 'first' "
-                             "([CLS])")
-    return run_command(parser, argv, lambda args, options: saliency_by_layer(
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> ExperimentResult:
+    """``python -m pipelines.saliency`` (options: :func:`pipelines.cli.saliency_parser`)."""
+    return run_command(command_line("saliency"), argv, lambda args, options: saliency_by_layer(
         list(args.model) or default_checkpoints(), args.benchmark or BENCHMARKS, first_stage=args.first_stage,
         depth=args.depth, token=args.token, options=options))
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGUMENTS)

@@ -17,7 +17,7 @@ COMMANDS = ["dl19", "dl20", "depth", "permutation", "corpora"]
 HEAVY = ("torch", "transformers", "pyterrier")  # top-level packages --help must not import
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", [*COMMANDS, "saliency"])
 def test_help_imports_neither_torch_nor_transformers_nor_pyterrier(command):
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", f"pipelines.{command}", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
