@@ -29,10 +29,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
+from .encoder import Layer
 from .model import CrossEncoder
 
 TOKEN_TYPES = ("self", "query", "passage", "special", "other passages")
@@ -119,7 +120,8 @@ def _saliency(module: CrossEncoder, query: str, passages: list[str], chosen: int
     # linear layers, layer norms and feed-forward blocks on the real tokens only; attention on the padded layout
     hidden = backbone._embed(ids[real], kinds[real], positions[real])  # (tokens, H) in the compute type
     layers = []
-    for layer in backbone.encoder.layer:
+    for block in backbone.encoder.layer:
+        layer = cast(Layer, block)  # nn.ModuleList gives nn.Module
         qkv = layer.attention.self._project(hidden, "qkv")
         padded = qkv.new_zeros(count, width, qkv.shape[-1])
         padded[real] = qkv
