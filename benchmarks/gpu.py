@@ -19,8 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.inference import (RERANK, Bench, max_difference, mean_kendall_tau, passage_pool, print_table,
-                                  run_worker)
+from benchmarks.inference import RERANK, Bench, max_difference, mean_kendall_tau, passage_pool, print_table, run_worker
 
 OURS = {"set-encoder": "float32", "set-encoder-bf16": "bfloat16", "set-encoder-fp16": "float16", "mono": "float32"}
 REFERENCE = {"lightning-ir": "float32", "lightning-ir bf16-mixed": "bf16-mixed"}

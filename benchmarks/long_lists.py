@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-WORDS = "lobster shell molt ocean claw water boil roll maine trap sea floor crab eat grow week".split()
+WORDS = ["lobster", "shell", "molt", "ocean", "claw", "water", "boil", "roll", "maine", "trap", "sea", "floor",
+         "crab", "eat", "grow", "week"]
 
 
 def passage(number: int) -> str:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     real_tqdm = pt.tqdm
 
     def counting_tqdm(*a, **kw):
-        bar = real_tqdm(*a, **{**kw, "file": open(os.devnull, "w")})  # on, but not printed
+        bar = real_tqdm(*a, **{**kw, "file": open(os.devnull, "w")})  # noqa: SIM115 (on, but not printed; the bar outlives this call)
         update = bar.update
         bar.update = lambda n=1: (updates.append(n), update(n))
         return bar

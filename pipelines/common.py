@@ -22,10 +22,8 @@ import pyterrier as pt
 from pyterrier_setenc import io
 from pyterrier_setenc.settings import RerankerSettings, positive_int  # noqa: F401 (the commands import it from here)
 
-from .cli import (CORRECTIONS, add_benchmark_arguments, add_correction, base_parser, correction_name,  # noqa: F401
-                  folder_path)
-from .data import (DEFAULT_CANDIDATES, Benchmark, DataFormatError, StoredRun,
-                   load_benchmark)
+from .cli import CORRECTIONS, add_benchmark_arguments, add_correction, base_parser, correction_name, folder_path  # noqa: F401
+from .data import DEFAULT_CANDIDATES, Benchmark, DataFormatError, StoredRun, load_benchmark
 from .output import CACHE, OutputError, ResultFolder, markdown_table, safe_name, write_table
 
 ModelsArg = Mapping[str, pt.Transformer | str | os.PathLike] | Sequence[str | os.PathLike | pt.Transformer]
@@ -155,7 +153,10 @@ def checkpoint_identity(source: str, transformer: pt.Transformer) -> dict[str, A
     return {"checkpoint": source, "snapshot": snapshot}
 
 
-def resolve_models(models: ModelsArg, settings: RerankerSettings = RerankerSettings(), *,
+DEFAULT_SETTINGS = RerankerSettings()  # frozen: safe to share as a default
+
+
+def resolve_models(models: ModelsArg, settings: RerankerSettings = DEFAULT_SETTINGS, *,
                    reserved: Sequence[str] = ()) -> list[Model]:
     """The experiment's re-rankers with their row names. Checkpoints (``PATH``, a hub id, or ``NAME=PATH``; in a
     mapping ``{name: checkpoint}``) are loaded with ``settings`` (:meth:`RerankerSettings.load`: in this process or

@@ -22,8 +22,16 @@ import pandas as pd
 from ir_measures import nDCG
 
 from .cli import COLLECTIONS, command_line
-from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, check_correction, models_of,
-                     run_command, with_tail)
+from .common import (
+    ExperimentOptions,
+    ExperimentResult,
+    ExperimentRun,
+    ModelsArg,
+    check_correction,
+    models_of,
+    run_command,
+    with_tail,
+)
 from .data import BENCHMARKS, canonical_name, offline_benchmarks, resolve_data_dir
 from .evaluation import SIGNIFICANT, compact, experiment, few_queries_caution, geometric_mean, parse_measures
 from .output import safe_name

@@ -16,9 +16,25 @@ import pyterrier as pt
 from pyterrier_setenc import io
 
 from .bm25 import corpus_bm25
-from .collection import (ALIASES, BENCHMARKS, CACHE_DIR_ENV, DATA_DIR_ENV, DEFAULT_CANDIDATES, MSMARCO_PISA_INDEX,
-                         RERANK_COLUMNS, AddText, Benchmark, BenchmarkSpec, DataFileError, DataFormatError, StoredRun,
-                         canonical_name, require_file, resolve_cache_dir, resolve_data_dir)
+from .collection import (
+    ALIASES,
+    BENCHMARKS,
+    CACHE_DIR_ENV,
+    DATA_DIR_ENV,
+    DEFAULT_CANDIDATES,
+    MSMARCO_PISA_INDEX,
+    RERANK_COLUMNS,
+    AddText,
+    Benchmark,
+    BenchmarkSpec,
+    DataFileError,
+    DataFormatError,
+    StoredRun,
+    canonical_name,
+    require_file,
+    resolve_cache_dir,
+    resolve_data_dir,
+)
 from .online import load_online
 
 # the registry and the Benchmark record live in pipelines.collection; they are named here too (files are read by

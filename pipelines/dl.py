@@ -11,11 +11,26 @@ from collections.abc import Sequence
 import pandas as pd
 
 from .cli import command_line
-from .common import (ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, check_correction, models_of,
-                     run_command, with_tail)
+from .common import (
+    ExperimentOptions,
+    ExperimentResult,
+    ExperimentRun,
+    ModelsArg,
+    check_correction,
+    models_of,
+    run_command,
+    with_tail,
+)
 from .data import BENCHMARKS, canonical_name
-from .evaluation import (SIGNIFICANT, TABLE1_MEASURES, compact, differences, experiment, few_queries_caution,
-                         parse_measures)
+from .evaluation import (
+    SIGNIFICANT,
+    TABLE1_MEASURES,
+    compact,
+    differences,
+    experiment,
+    few_queries_caution,
+    parse_measures,
+)
 from .output import safe_name
 
 

@@ -16,6 +16,7 @@ file ``.NAME.lock`` beside it is held from :meth:`ResultFolder.open` until the r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -30,8 +31,16 @@ from typing import Any
 import pandas as pd
 
 from pyterrier_setenc import io
-from pyterrier_setenc.atomic import (OutputPathError, acquire_lock, atomic_write, lock_holder, path_problem,
-                                     release_lock, replace_folder, write_error)
+from pyterrier_setenc.atomic import (
+    OutputPathError,
+    acquire_lock,
+    atomic_write,
+    lock_holder,
+    path_problem,
+    release_lock,
+    replace_folder,
+    write_error,
+)
 
 MANIFEST = "manifest.json"
 CACHE = "cache"
@@ -175,10 +184,8 @@ class ResultFolder:
         """Removes an empty staging folder, then releases the lock (in this order: the next experiment's staging
         folder is never removed)."""
         if self.lock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.staging.rmdir()  # nothing stored: leave nothing behind
-            except OSError:
-                pass
             release_lock(self.lock_file, self.lock)
             self.lock = None
 

@@ -35,8 +35,14 @@ if TYPE_CHECKING:
     from .listconranker_model import ListConRankerModel
     from .model import CrossEncoder
     from .mono import MonoReRanker
-    from .reranker import (CrossEncoderReRanker, EmptyTextWarning, ListwiseCacheWarning, LongTextWarning,
-                           PointwiseCheckpointWarning, ReRanker)
+    from .reranker import (
+        CrossEncoderReRanker,
+        EmptyTextWarning,
+        ListwiseCacheWarning,
+        LongTextWarning,
+        PointwiseCheckpointWarning,
+        ReRanker,
+    )
     from .set_encoder import SetEncoderReRanker
 
 

@@ -24,8 +24,7 @@ from tokenizers.processors import TemplateProcessing
 from torch import nn
 
 from .batching import pack, token_budget_for
-from .checkpoint import (CheckpointError, check_backbone_config, read_config, read_state_dict, read_weight_file,
-                         resolve)
+from .checkpoint import CheckpointError, check_backbone_config, read_config, read_state_dict, read_weight_file, resolve
 from .encoder import Backbone
 from .families import LIST_FILES
 from .model import HARMLESS_WEIGHTS
@@ -292,7 +291,7 @@ class ListConRankerModel(nn.Module):
             return results
         results = []
         for query, passages in zip(query_features, passage_features):
-            def score(positions: np.ndarray) -> np.ndarray:
+            def score(positions: np.ndarray, query=query, passages=passages) -> np.ndarray:
                 chosen = passages[torch.as_tensor(positions, device=passages.device)]
                 return self.score_features(query[None], [chosen])[0].double().cpu().numpy()
             results.append(iterative_scores(score, len(passages)))

@@ -20,7 +20,6 @@ from .encoder import Backbone
 from .lightning_ir import LightningIRConfig, model_weight_name
 from .tokenization import PairTokenizer
 
-
 # weights that checkpoints carry and that are harmless when the model does not use them: position and token type
 # id buffers older transformers versions saved, and BertModel's pooler when the scoring head does not use it
 HARMLESS_WEIGHTS = frozenset({"embeddings.position_ids", "embeddings.token_type_ids", "pooler.dense.weight",

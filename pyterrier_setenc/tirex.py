@@ -39,8 +39,16 @@ import pyterrier as pt
 from . import embedded
 from .atomic import OutputPathError, check_writable, lock_folder
 from .checkpoint import CheckpointError
-from .io import (InputFileError, check_tag, default_tag, find_rerank, normalize_run, read_rerank, tag_from_name,
-                 write_run)
+from .io import (
+    InputFileError,
+    check_tag,
+    default_tag,
+    find_rerank,
+    normalize_run,
+    read_rerank,
+    tag_from_name,
+    write_run,
+)
 from .settings import RerankerSettings, SettingsError
 from .tirex_image import download_model  # noqa: F401  (tira/Dockerfile imports it from here)
 

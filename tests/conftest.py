@@ -87,8 +87,7 @@ def copy_tokenizer(target: Path) -> None:
 def build_hf_cross_encoder(target: Path, backbone: str = "bert", num_labels: int = 1, seed: int = 0) -> Path:
     """A random-weight Hugging Face sequence-classification cross-encoder saved with ``save_pretrained``."""
     import torch
-    from transformers import (BertConfig, BertForSequenceClassification, ElectraConfig,
-                              ElectraForSequenceClassification)
+    from transformers import BertConfig, BertForSequenceClassification, ElectraConfig, ElectraForSequenceClassification
 
     torch.manual_seed(seed)
     common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -119,9 +118,9 @@ def build_set_encoder(target: Path, add_extra_token: bool = True, seed: int = 0,
     import torch
     from safetensors.torch import save_file
 
-    from pyterrier_setenc.model import CrossEncoder
     from pyterrier_setenc.checkpoint import Checkpoint
     from pyterrier_setenc.lightning_ir import checkpoint_weight_names
+    from pyterrier_setenc.model import CrossEncoder
 
     target.mkdir(parents=True, exist_ok=True)
     copy_tokenizer(target)

@@ -11,7 +11,7 @@ import torch
 import pyterrier_setenc.attention as attention
 from pyterrier_setenc import CrossEncoder
 
-from agreement import ERRORS, PARTNER_MISSING, check_scores, depth, deliberate
+from agreement import ERRORS, PARTNER_MISSING, check_scores, deliberate, depth
 from conftest import FIXTURES
 
 pytestmark = pytest.mark.numerics

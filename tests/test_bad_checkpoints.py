@@ -13,17 +13,18 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import FIXTURES, build_hf_cross_encoder
 from pyterrier_setenc import CheckpointError, CrossEncoder, SetEncoderReRanker
 from pyterrier_setenc.listconranker_model import ListConRankerModel
+
+from conftest import FIXTURES, build_hf_cross_encoder
 
 QUERIES = ["what is a lobster roll"]
 LISTS = [["A lobster roll is a sandwich of lobster meat.", "Lobsters live on the sea floor.", "Maine is a state."]]

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import FIXTURES
 from pyterrier_setenc import CrossEncoder, EmptyTextWarning, ListConRankerReRanker, MonoReRanker, SetEncoderReRanker
 from pyterrier_setenc.listconranker_model import ListConRankerModel
+
+from conftest import FIXTURES
 
 CLASSES = {"setenc": (SetEncoderReRanker, FIXTURES / "setenc-int"), "mono": (MonoReRanker, FIXTURES / "mono"),
            "listconranker": (ListConRankerReRanker, FIXTURES / "listconranker")}

@@ -15,11 +15,11 @@ import pandas as pd
 import pyterrier as pt
 import pytest
 
+from pyterrier_setenc import ListwiseCache, ListwiseCacheWarning, MonoReRanker, SetEncoderReRanker, caching
+from pyterrier_setenc.caching import DATABASE, CacheFileError, CacheWarning, entry_checksum
+
 from agreement import check_frames, depth
 from conftest import FIXTURES
-from pyterrier_setenc import ListwiseCache, ListwiseCacheWarning, MonoReRanker, SetEncoderReRanker
-from pyterrier_setenc import caching
-from pyterrier_setenc.caching import DATABASE, CacheFileError, CacheWarning, entry_checksum
 
 pytestmark = pytest.mark.numerics
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import build_hf_cross_encoder
 from pyterrier_setenc import CheckpointError, CrossEncoder, load_checkpoint
+
+from conftest import build_hf_cross_encoder
 
 
 def test_kinds(tmp_path, set_encoder_path):

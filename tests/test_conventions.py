@@ -12,10 +12,17 @@ import pyterrier as pt
 import pytest
 
 import pyterrier_setenc
+from pyterrier_setenc import (
+    CrossEncoderReRanker,
+    ListConRankerReRanker,
+    MonoReRanker,
+    ReRanker,
+    SetEncoderReRanker,
+    load_reranker,
+)
+
 from agreement import check_frames, check_scores, depth
 from conftest import FIXTURES
-from pyterrier_setenc import (CrossEncoderReRanker, ListConRankerReRanker, MonoReRanker, ReRanker, SetEncoderReRanker,
-                              load_reranker)
 
 pytestmark = pytest.mark.numerics
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agreement import ERRORS, POINTWISE_ERRORS, check_scores, depth, deliberate
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker, embedded, load_reranker
+
+from agreement import ERRORS, POINTWISE_ERRORS, check_scores, deliberate, depth
 
 pytestmark = pytest.mark.numerics
 

@@ -8,11 +8,20 @@ import shutil
 import pytest
 from safetensors import safe_open
 
-from conftest import FIXTURES, build_hf_cross_encoder
-from pyterrier_setenc import (FAMILIES, CheckpointError, CrossEncoder, ListConRankerReRanker, MonoReRanker,
-                              SetEncoderReRanker, family_of, load_reranker)
+from pyterrier_setenc import (
+    FAMILIES,
+    CheckpointError,
+    CrossEncoder,
+    ListConRankerReRanker,
+    MonoReRanker,
+    SetEncoderReRanker,
+    family_of,
+    load_reranker,
+)
 from pyterrier_setenc.lightning_ir import LightningIRConfig, checkpoint_weight_names, model_weight_name
 from pyterrier_setenc.model import HARMLESS_WEIGHTS
+
+from conftest import FIXTURES, build_hf_cross_encoder
 
 # (fixture, family, re-ranker): what each fixture is, from its reference_meta.json / tests/reference/README.md
 KNOWN = [("setenc-int", "set-encoder", SetEncoderReRanker), ("setenc-noint", "set-encoder", SetEncoderReRanker),

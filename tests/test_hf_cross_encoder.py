@@ -6,9 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from agreement import MASK_ENTRY, check_scores, depth, deliberate
-from conftest import build_hf_cross_encoder
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker
+
+from agreement import MASK_ENTRY, check_scores, deliberate, depth
+from conftest import build_hf_cross_encoder
 
 pytestmark = pytest.mark.numerics
 

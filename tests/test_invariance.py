@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from agreement import ERRORS, check_scores, depth, deliberate
 from pyterrier_setenc import CrossEncoder, SetEncoderReRanker
+
+from agreement import ERRORS, check_scores, deliberate, depth
 
 pytestmark = pytest.mark.numerics
 

@@ -22,11 +22,27 @@ import pytest
 from tira.io_utils import all_lines_to_pandas
 from tira.third_party_integrations import normalize_run as tira_normalize_run
 
+from pyterrier_setenc.atomic import (
+    OutputPathError,
+    atomic_folder,
+    atomic_write,
+    check_writable,
+    remove_stale_temporaries,
+)
+from pyterrier_setenc.io import (
+    InputFileError,
+    document_text,
+    normalize_run,
+    read_docs,
+    read_qrels,
+    read_rerank,
+    read_run,
+    read_topics,
+    write_rerank,
+    write_run,
+)
+
 from conftest import DATA, SLICE, requires_data
-from pyterrier_setenc.atomic import (OutputPathError, atomic_folder, atomic_write, check_writable,
-                                      remove_stale_temporaries)
-from pyterrier_setenc.io import (InputFileError, document_text, normalize_run, read_docs, read_qrels, read_rerank,
-                                 read_run, read_topics, write_rerank, write_run)
 
 SAMPLE = SLICE / "tirex-sample" / "rerank.jsonl.gz"
 LINE = {"qid": "1", "query": "wing flutter", "docno": "d1", "text": "a wing"}
@@ -366,10 +382,9 @@ def test_a_folder_is_replaced_as_a_whole_or_not_at_all(tmp_path, monkeypatch, ex
         (staging / "config.json").write_text("first")
         assert not target.exists() and staging.parent == tmp_path
     assert os.listdir(target) == ["config.json"]
-    with pytest.raises(RuntimeError, match="stop"):
-        with atomic_folder(target) as staging:
-            (staging / "config.json").write_text("half")
-            raise RuntimeError("stop")
+    with pytest.raises(RuntimeError, match="stop"), atomic_folder(target) as staging:
+        (staging / "config.json").write_text("half")
+        raise RuntimeError("stop")
     assert (target / "config.json").read_text() == "first" and os.listdir(tmp_path) == ["model"]
     stale = tmp_path / f".model.{dead_pid()}.0123abcd.tmp"  # what a killed folder write leaves
     (stale / "sub").mkdir(parents=True)

@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 import torch
 
-from agreement import MASK_ENTRY, check_scores, depth, deliberate
-from conftest import DATA, FIXTURES, SLICE, read_rerank, requires_data, slice_qids
 from pyterrier_setenc.checkpoint import CheckpointError
 from pyterrier_setenc.listconranker import ListConRankerReRanker
 from pyterrier_setenc.listconranker_model import ListConRankerModel, iterative_scores
+
+from agreement import MASK_ENTRY, check_scores, deliberate, depth
+from conftest import DATA, FIXTURES, SLICE, read_rerank, requires_data, slice_qids
 
 pytestmark = pytest.mark.numerics
 
@@ -139,7 +140,7 @@ def test_reranker_scores_and_ranks_like_published(iterative, data):
     assert len(merged) == len(frame) == len(out)
     check_scores(merged.score, merged.golden, depth(reranker), what="re-ranker")
     assert out.score.dtype == np.float64
-    for qid, group in out.groupby("qid", sort=False):
+    for _, group in out.groupby("qid", sort=False):
         assert group["rank"].tolist() == list(range(len(group)))
         assert (np.diff(group.score.to_numpy()) <= 0).all()
     assert out.qid.tolist() == sorted(out.qid.tolist())

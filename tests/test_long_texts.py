@@ -14,8 +14,9 @@ import pytest
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
 
-from conftest import REPO
 from pyterrier_setenc import LongTextWarning, SetEncoderReRanker, embedded
+
+from conftest import REPO
 
 
 def wordpiece(folder) -> Tokenizer:

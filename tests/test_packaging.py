@@ -94,7 +94,8 @@ def test_the_sdist_holds_the_tests_with_their_conftest_and_data(tmp_path):
                     str(tmp_path)], check=True, capture_output=True, cwd=REPO)
     (sdist,) = tmp_path.glob("pyterrier_setenc-*.tar.gz")
     root = sdist.name.removesuffix(".tar.gz")
-    names = {name.removeprefix(root + "/") for name in tarfile.open(sdist).getnames()}
+    with tarfile.open(sdist) as archive:
+        names = {name.removeprefix(root + "/") for name in archive.getnames()}
     committed = subprocess.run(["git", "ls-files", "tests/data", "tests/fixtures"], cwd=REPO, capture_output=True,
                                text=True).stdout.split()
     expected = {"LICENSE", "tests/conftest.py", "tests/agreement.py", "pipelines/dl19.py", "training/teacher.py",

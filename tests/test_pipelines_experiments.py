@@ -12,10 +12,11 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from agreement import config_depth
-from conftest import DATA, FIXTURES, REPO, SLICE, build_hf_cross_encoder, requires_data
 from pyterrier_setenc.io import read_run
 from pyterrier_setenc.tolerance import score_tolerance
+
+from agreement import config_depth
+from conftest import DATA, FIXTURES, REPO, SLICE, build_hf_cross_encoder, requires_data
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +156,7 @@ def test_corpora(tmp_path, mono):
     check_runs(out / "runs", 2 * len(collections))
     table = pd.read_csv(out / "results.csv").set_index("name")
     assert list(table.columns) == collections + ["arithmetic mean", "geometric mean"]
-    for name, row in table.iterrows():
+    for _, row in table.iterrows():
         values = row[collections].astype(float)
         assert row["arithmetic mean"] == pytest.approx(values.mean())
         expected = 0.0 if (values == 0).any() else float(values.prod() ** (1 / len(values)))

@@ -12,10 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import FIXTURES, SLICE
 from pipelines import data as pipelines_data
 from pipelines.data import BenchmarkSpec, load_benchmark
 from pyterrier_setenc.io import read_qrels, read_topics
+
+from conftest import FIXTURES, SLICE
 
 DL19 = "setenc-test/dl19-slice"  # corpus: the passages of the slice's DL19 BM25 lists
 NOVELEVAL = "setenc-test/noveleval-slice"  # a whole corpus: the slice's NovelEval passages
@@ -127,9 +128,9 @@ def test_readme_online_snippet_runs_against_the_registered_datasets(online_dl19,
     """The README's online snippet as written, with its ir_datasets ids mapped onto the registered slice, the hub's
     PISA index onto a local one and the hub's models onto the test checkpoints."""
     import pyterrier as pt
+    from test_readme import ONLINE, readme_snippet
 
     import pyterrier_setenc
-    from test_readme import ONLINE, readme_snippet
 
     ids = {"irds:msmarco-passage/trec-dl-2019/judged": f"irds:{DL19}/judged", "irds:msmarco-passage": f"irds:{DL19}"}
     real_get_dataset = pt.get_dataset

@@ -21,16 +21,17 @@ import pyterrier as pt
 import pytest
 from ir_measures import nDCG
 
-from conftest import FIXTURES, REPO, SLICE
-from filesystem import CODES
 from pipelines import output as output_module
-from pyterrier_setenc import io as io_module
 from pipelines.common import resolve_models, with_tail
 from pipelines.data import DataFormatError, load_benchmark
 from pipelines.dl import table1
 from pipelines.evaluation import aggregate, compact, experiment
 from pipelines.output import OutputError, verify_result
+from pyterrier_setenc import io as io_module
 from pyterrier_setenc.settings import RerankerSettings
+
+from conftest import FIXTURES, REPO, SLICE
+from filesystem import CODES
 
 QUIET = RerankerSettings(verbose=False)
 SETENC = FIXTURES / "setenc-int"
@@ -495,9 +496,9 @@ WRITE_FAILURES = [  # (case, the file whose write fails, errno, where in the wri
 @pytest.mark.parametrize("case,name,code,at", WRITE_FAILURES, ids=[row[0] for row in WRITE_FAILURES])
 def test_a_write_that_fails_names_the_file_and_keeps_the_earlier_result(tmp_path, monkeypatch, calls, case, name,
                                                                         code, at):
-    from filesystem import fail_writes
-
     from pyterrier_setenc.atomic import OutputPathError
+
+    from filesystem import fail_writes
 
     out = tmp_path / "out"
     small_table1(out, [], queries=3)
@@ -517,9 +518,9 @@ def test_a_write_that_fails_names_the_file_and_keeps_the_earlier_result(tmp_path
 
 
 def test_a_failed_store_says_which_outputs_are_kept(tmp_path, monkeypatch):
-    from filesystem import fail_writes
-
     from pyterrier_setenc.atomic import OutputPathError
+
+    from filesystem import fail_writes
 
     fail_writes(monkeypatch, lambda path: path.name == "mono.run", "ENOSPC")
     with pytest.raises(OutputPathError, match=r"mono\.run could not be written \(ENOSPC: No space left on device; "
@@ -529,9 +530,9 @@ def test_a_failed_store_says_which_outputs_are_kept(tmp_path, monkeypatch):
 
 
 def test_the_command_line_ends_with_the_message_when_the_disk_is_full(tmp_path, monkeypatch, capsys):
-    from filesystem import fail_writes
-
     from pipelines.dl import main
+
+    from filesystem import fail_writes
 
     fail_writes(monkeypatch, lambda path: path.name == "results.md", "ENOSPC")
     with pytest.raises(SystemExit) as exit_info:
@@ -643,6 +644,6 @@ def test_a_folder_written_as_a_unit_follows_a_symlink_and_names_a_dangling_one(t
     assert (tmp_path / "model").is_symlink() and os.listdir(tmp_path / "disk" / "model") == ["config.json"]
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
     with pytest.raises(OutputPathError, match=re.escape(f"{tmp_path / 'gone'} is a symbolic link to "
-                                                        f"{tmp_path / 'nowhere'}, which does not exist")):
-        with atomic_folder(tmp_path / "gone" / "model"):
-            raise AssertionError("not reached")
+                                                        f"{tmp_path / 'nowhere'}, which does not exist")), \
+            atomic_folder(tmp_path / "gone" / "model"):
+        raise AssertionError("not reached")

@@ -10,11 +10,12 @@ import torch
 from scipy.stats import kendalltau
 
 import pyterrier_setenc.precision as precision
-from conftest import FIXTURES
 from pyterrier_setenc import CrossEncoder, SetEncoderReRanker, embedded
 from pyterrier_setenc.batching import DEFAULT_TOKEN_BUDGET, GPU_TOKEN_BUDGET, token_budget_for
-from pyterrier_setenc.settings import RerankerSettings, SettingsError
 from pyterrier_setenc.precision import has_precision, resolve_dtype, set_precision
+from pyterrier_setenc.settings import RerankerSettings, SettingsError
+
+from conftest import FIXTURES
 
 pytestmark = pytest.mark.numerics
 CPU = torch.device("cpu")

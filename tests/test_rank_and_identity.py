@@ -15,9 +15,10 @@ import pytest
 from ir_measures import nDCG
 from torch import nn
 
-from conftest import build_set_encoder
 from pyterrier_setenc import SetEncoderReRanker, embedded
 from pyterrier_setenc.reranker import ReRanker
+
+from conftest import build_set_encoder
 
 
 class FixedScores(ReRanker):

@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pyterrier_setenc import MonoReRanker, SetEncoderReRanker
+
 from agreement import ERRORS, POINTWISE_ERRORS, check_scores, config_depth, deliberate
 from conftest import FIXTURES
-from pyterrier_setenc import MonoReRanker, SetEncoderReRanker
 
 pytestmark = pytest.mark.numerics
 

@@ -6,8 +6,9 @@ import pyterrier as pt
 import pytest
 
 import pyterrier_setenc as pt_setenc
-from agreement import check_scores, depth
 from pyterrier_setenc import CrossEncoder, MonoReRanker, SetEncoderReRanker, load_reranker
+
+from agreement import check_scores, depth
 
 
 @pytest.fixture(scope="module")

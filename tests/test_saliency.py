@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from conftest import FIXTURES, SLICE, build_hf_cross_encoder
 from pyterrier_setenc import CrossEncoder, load_reranker
 from pyterrier_setenc.saliency import OTHERS, PASSAGE, QUERY, SELF, SPECIAL, TOKEN_TYPES, attention_saliency
+
+from conftest import FIXTURES, SLICE, build_hf_cross_encoder
 
 TOLERANCE = 1e-5  # float32 against float64 / another float32 implementation
 

@@ -5,10 +5,11 @@ implementation of mean pooling and cosine), and the commands' default rows are t
 import numpy as np
 import pytest
 
-from agreement import check_scores
-from conftest import vocab_folder
 from pipelines.common import TEACHER_ROW, default_models
 from pyterrier_setenc import embedded
+
+from agreement import check_scores
+from conftest import vocab_folder
 
 
 @pytest.fixture(scope="module")

@@ -29,11 +29,12 @@ from tira.io_utils import all_lines_to_pandas
 from tira.third_party_integrations import extract_to_be_executed_notebook_from_command_or_none
 from tira.third_party_integrations import normalize_run as tira_normalize_run
 
-from agreement import check_scores, config_depth, depth
-from pyterrier_setenc.tolerance import score_tolerance
-from conftest import FIXTURES, REPO, SLICE, build_hf_cross_encoder, lock_pins
 from pyterrier_setenc import SetEncoderReRanker
 from pyterrier_setenc.tirex import main, rerank_file
+from pyterrier_setenc.tolerance import score_tolerance
+
+from agreement import check_scores, config_depth, depth
+from conftest import FIXTURES, REPO, SLICE, build_hf_cross_encoder, lock_pins
 
 SAMPLE = SLICE / "tirex-sample" / "rerank.jsonl.gz"
 DOCKERFILE = REPO / "tira" / "Dockerfile"
@@ -778,7 +779,7 @@ def test_dockerfile_base_python_can_install_the_lock():
     assert base_python_check((3, 11, lowest)).returncode == 0
     if lowest > 0:
         refused = base_python_check((3, 11, lowest - 1))
-        assert refused.returncode == 1 and "needs 3.11.%d or a later 3.11" % lowest in refused.stderr, refused
+        assert refused.returncode == 1 and f"needs 3.11.{lowest} or a later 3.11" in refused.stderr, refused
     assert base_python_check((3, 12, 0)).returncode == 1  # the lock's wheels are for 3.11
 
 

@@ -12,14 +12,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from agreement import check_scores, depth
-from conftest import FIXTURES, copy_tokenizer
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker
 from pyterrier_setenc.atomic import current_umask
 from pyterrier_setenc.checkpoint import load_checkpoint
 from training.check_lightning_ir import lightning_ir_scores
 from training.export import save_checkpoint
 from training.model import build_model, load_model, score
+
+from agreement import check_scores, depth
+from conftest import FIXTURES, copy_tokenizer
 
 pytestmark = pytest.mark.numerics
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, requires_data
 from training.trainer import TrainConfig
+
+from conftest import REPO, requires_data
 
 CONFIGS = sorted((REPO / "training" / "configs").glob("*.yaml"))
 LOCAL = ["dl21-mono.yaml", "dl21-set-encoder.yaml"]  # data in ../shared/data; the others read MS MARCO online

@@ -7,9 +7,10 @@ from collections import Counter
 
 import pytest
 
-from conftest import DATA, requires_data
 from pyterrier_setenc.io import read_qrels
 from training.data import GradedCandidates, HardNegatives, Mixture, TeacherRanking, build_source
+
+from conftest import DATA, requires_data
 
 
 @pytest.fixture()

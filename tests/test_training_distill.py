@@ -9,10 +9,11 @@ import random
 import pytest
 import torch
 
-from agreement import check_scores, depth
 from training.data import Repeated, TeacherScores, build_source
 from training.distill import pseudo_query
 from training.losses import get_loss, listnet
+
+from agreement import check_scores, depth
 
 pytestmark = pytest.mark.numerics
 
@@ -90,8 +91,9 @@ def test_mean_pooling_head_equals_transformers_mean_of_the_last_hidden_state(tmp
     # linear.weight . mean over the pair's tokens of transformers' BertModel last_hidden_state
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    from conftest import vocab_folder
     from training.model import build_model
+
+    from conftest import vocab_folder
 
     torch.manual_seed(0)
     bert = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

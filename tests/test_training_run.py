@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO
 from test_training_trainer import assert_same_weights, config, setup, weights  # noqa: F401 (setup: a fixture)
+
 from training.config import TrainConfig
 from training.run import DamagedStateError, RunLock, RunLockedError, RunMismatchError, RunWriteError
 from training.trainer import Trainer
+
+from conftest import REPO
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
 

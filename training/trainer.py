@@ -33,8 +33,22 @@ from .data import Mixture, Sample, build_source
 from .export import save_checkpoint
 from .losses import get_loss
 from .model import build_model, load_model, score
-from .run import (FIXED, RECORD_FILE, DamagedStateError, RunLock, RunLockedError, RunMismatchError, RunWriteError,
-                  check_digests, differences, mismatch_message, read_record, run_settings, top_setting, write_digests)
+from .run import (
+    FIXED,
+    RECORD_FILE,
+    DamagedStateError,
+    RunLock,
+    RunLockedError,
+    RunMismatchError,
+    RunWriteError,
+    check_digests,
+    differences,
+    mismatch_message,
+    read_record,
+    run_settings,
+    top_setting,
+    write_digests,
+)
 
 __all__ = ["TrainConfig", "Trainer", "ConfigError", "RunMismatchError", "DamagedStateError", "RunWriteError",
            "expand_variables", "linear_schedule", "DATA_DIR_ENV", "DEFAULT_DATA_DIR", "main"]
@@ -364,7 +378,8 @@ class Trainer:
                               loss=round(total, 6), lr=learning_rate, grad_norm=grad_norm,
                               step_seconds=round(time.perf_counter() - step_start, 3),
                               elapsed_seconds=round(self.elapsed, 1))
-                self._guarded(log_file, "the log", lambda: _append(log_file, json.dumps(record) + "\n"))
+                line = json.dumps(record) + "\n"
+                self._guarded(log_file, "the log", lambda line=line: _append(log_file, line))
                 print(f"step {self.step}/{config.max_steps} loss {total:.4f} lr {learning_rate:.2e} "
                       f"({record['step_seconds']:.1f}s/step, {self.elapsed / 60:.1f} min)", file=sys.stderr,
                       flush=True)

@@ -41,7 +41,7 @@ SCORES_GZIP_ABOVE = 100_000  # bytes: reference_scores.jsonl is gzipped when lar
 
 # name -> what to build. "tokenizer_files" says which of the duplicate tokenizer files stay in the folder (both
 # variants are checked to load in lightning-ir exactly like the full set of files).
-FIXTURES: "OrderedDict[str, dict]" = OrderedDict(
+FIXTURES: OrderedDict[str, dict] = OrderedDict(
     [
         ("setenc-int", dict(kind="set-encoder", backbone="electra", add_extra_token=True, depth=100,
                             sample_missing_docs=True, tokenizer_files="tokenizer.json")),
@@ -278,12 +278,12 @@ def check_weights(folder: Path, model) -> None:
 # --------------------------------------------------------------------------------------------------- data
 
 
-def read_candidates(data_dir: Path) -> "OrderedDict[str, dict]":
+def read_candidates(data_dir: Path) -> OrderedDict[str, dict]:
     """qid -> {"query": str, "docs": [(rank, docno, text), ...] in first-stage order}; qids in file order."""
     path = data_dir / RERANK_FILE
     if not path.exists():
         raise SystemExit(f"data file missing: {path} (set --data or SETENC_DATA_DIR)")
-    lists: "OrderedDict[str, dict]" = OrderedDict()
+    lists: OrderedDict[str, dict] = OrderedDict()
     with gzip.open(path, "rt", encoding="utf-8") as file:
         for line in file:
             row = json.loads(line)
@@ -294,7 +294,7 @@ def read_candidates(data_dir: Path) -> "OrderedDict[str, dict]":
     return lists
 
 
-def pick_queries(lists: "OrderedDict[str, dict]", depth: int) -> list[str]:
+def pick_queries(lists: OrderedDict[str, dict], depth: int) -> list[str]:
     """The first NUM_QUERIES queries (in file order) whose candidate list has exactly ``depth`` passages, so a
     set-encoder with sample_missing_docs draws no random fill-in passages."""
     chosen = [qid for qid, entry in lists.items() if len(entry["docs"]) == depth][:NUM_QUERIES]

@@ -87,13 +87,13 @@ def main() -> None:
         model = ListConRankerModel.from_pretrained(args.checkpoint)
         frame = pd.DataFrame(dict(qid="q", query=query, docno=docnos, text=texts))
         runs = {f"ours {'iterative' if iterative else 'one pass'}": (
-            lambda reranker=ListConRankerReRanker(model, iterative=iterative):
+            lambda reranker=ListConRankerReRanker(model, iterative=iterative):  # noqa: B008 (one per variant)
             reranker(frame).set_index("docno").loc[docnos, "score"].tolist())
             for iterative in (False, True)}
     print(f"{len(texts)} passages, qid {args.qid or 'first'}, {args.threads} thread(s), checkpoint {args.checkpoint}")
     scores = {}
     for name, run in runs.items():
-        times = timed(lambda: scores.__setitem__(name, run()), args.repeats, args.warmup)
+        times = timed(lambda name=name, run=run: scores.__setitem__(name, run()), args.repeats, args.warmup)
         print(f"{name:22s} median {statistics.median(times):8.3f} s   ({', '.join(f'{t:.3f}' for t in times)})",
               flush=True)
     if args.save:
