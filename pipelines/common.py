@@ -25,20 +25,7 @@ from pyterrier_setenc.settings import RerankerSettings, positive_int  # noqa: F4
 
 from .cli import CORRECTIONS, add_benchmark_arguments, add_correction, base_parser, correction_name, folder_path  # noqa: F401
 from .data import DEFAULT_CANDIDATES, Benchmark, DataFormatError, StoredRun, load_benchmark
-from .models import (  # noqa: F401 (the experiments and notebooks import them from here)
-    DEFAULT_SETTINGS,
-    TEACHER_ROW,
-    Model,
-    ModelsArg,
-    checkpoint_identity,
-    code_fingerprint,
-    default_models,
-    distinct_names,
-    load_models,
-    model_name,
-    resolve_models,
-    split_model_spec,
-)
+from .models import Model, ModelsArg, default_models, resolve_models
 from .output import CACHE, OutputError, ResultFolder, markdown_table, safe_name, write_table
 
 

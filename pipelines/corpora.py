@@ -26,7 +26,6 @@ from .common import (
     ExperimentOptions,
     ExperimentResult,
     ExperimentRun,
-    ModelsArg,
     check_correction,
     models_of,
     run_command,
@@ -34,6 +33,7 @@ from .common import (
 )
 from .data import BENCHMARKS, canonical_name, offline_benchmarks, resolve_data_dir
 from .evaluation import SIGNIFICANT, compact, experiment, few_queries_caution, geometric_mean, parse_measures
+from .models import ModelsArg
 from .output import safe_name
 
 FIRST_STAGE_ROW = "BM25"

@@ -18,9 +18,10 @@ import pandas as pd
 from ir_measures import nDCG
 
 from .cli import DEPTHS, command_line
-from .common import ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, models_of, run_command, with_tail
+from .common import ExperimentOptions, ExperimentResult, ExperimentRun, models_of, run_command, with_tail
 from .data import canonical_name
 from .evaluation import experiment, parse_measures
+from .models import ModelsArg
 from .output import safe_name, save_figure
 from .plots import depth_figure
 

@@ -15,7 +15,6 @@ from .common import (
     ExperimentOptions,
     ExperimentResult,
     ExperimentRun,
-    ModelsArg,
     check_correction,
     models_of,
     run_command,
@@ -31,6 +30,7 @@ from .evaluation import (
     few_queries_caution,
     parse_measures,
 )
+from .models import ModelsArg
 from .output import safe_name
 
 

@@ -27,9 +27,10 @@ from ir_measures import nDCG
 from pyterrier_setenc import io
 
 from .cli import command_line
-from .common import ExperimentOptions, ExperimentResult, ExperimentRun, ModelsArg, models_of, run_command
+from .common import ExperimentOptions, ExperimentResult, ExperimentRun, models_of, run_command
 from .data import canonical_name
 from .evaluation import experiment, parse_measures
+from .models import ModelsArg
 from .orderings import UNJUDGED, invariance, ordering_kind, orderings, proportions, rank_change_counts
 from .output import atomic_write, safe_name, save_figure
 from .plots import ordering_figure, rank_change_figure

@@ -33,8 +33,9 @@ from pyterrier_setenc.model import CrossEncoder
 from pyterrier_setenc.saliency import TOKEN_TYPES, Token, attention_saliency
 
 from .cli import SALIENCY_BENCHMARKS, command_line
-from .common import ExperimentOptions, ExperimentResult, ExperimentRun, Model, ModelsArg, frame_digest, run_command
+from .common import ExperimentOptions, ExperimentResult, ExperimentRun, frame_digest, run_command
 from .data import canonical_name
+from .models import Model, ModelsArg
 from .output import StoredOutputWarning, safe_name, sha256_file
 
 BENCHMARKS = SALIENCY_BENCHMARKS

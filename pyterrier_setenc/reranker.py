@@ -17,9 +17,9 @@ The rules every re-ranker follows:
   (:func:`pyterrier_setenc.io.read_rerank`): an integer is its decimal text, so qid ``1`` and ``"1"`` are one query
   (as they are in a run) and docno ``1`` beside ``"1"`` in one list is a repeated docno; any other mix of types, or
   a column holding lists, is an error naming the column and an example;
-- the progress bar (``verbose``) counts passages and advances within a long list as the model works through it.
 - a passage longer than the model reads is cut (as the checkpoint was trained), with one :class:`LongTextWarning`
   per call that says how many were cut, the longest and the first (qid, docno);
+- the progress bar (``verbose``) counts passages and advances within a long list as the model works through it.
 """
 
 from __future__ import annotations

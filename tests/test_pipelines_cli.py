@@ -153,7 +153,7 @@ def test_a_rerun_reuses_every_row_and_says_so(tmp_path, capsys):
 
 
 def test_the_teacher_row_has_an_identity_without_loading_its_weights():
-    from pipelines.common import TEACHER_ROW, default_models, resolve_models
+    from pipelines.models import TEACHER_ROW, default_models, resolve_models
 
     (teacher,) = [model for model in resolve_models({TEACHER_ROW: default_models(verbose=False)[TEACHER_ROW]})]
     assert teacher.identity is not None and teacher.identity["class"] == "TeacherReRanker"

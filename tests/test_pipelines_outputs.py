@@ -22,10 +22,11 @@ import pytest
 from ir_measures import nDCG
 
 from pipelines import output as output_module
-from pipelines.common import resolve_models, with_tail
+from pipelines.common import with_tail
 from pipelines.data import DataFormatError, load_benchmark
 from pipelines.dl import table1
 from pipelines.evaluation import aggregate, compact, experiment
+from pipelines.models import resolve_models
 from pipelines.output import OutputError, verify_result
 from pyterrier_setenc import io as io_module
 from pyterrier_setenc.settings import RerankerSettings

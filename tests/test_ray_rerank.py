@@ -203,7 +203,8 @@ def test_a_bad_row_raises_the_re_rankers_own_error(ray_cluster, lists):
 
 
 def test_pipelines_options_score_the_checkpoints_on_ray():
-    from pipelines.common import ExperimentOptions, base_parser, resolve_models
+    from pipelines.common import ExperimentOptions, base_parser
+    from pipelines.models import resolve_models
 
     args = base_parser("pipelines", "test", "out").parse_args(
         ["--model", f"small={FIXTURES / 'mono'}", "--ray-workers", "3", "--ray-address", "auto", "--quiet"])

@@ -5,7 +5,7 @@ implementation of mean pooling and cosine), and the commands' default rows are t
 import numpy as np
 import pytest
 
-from pipelines.common import TEACHER_ROW, default_models
+from pipelines.models import TEACHER_ROW, default_models
 from pyterrier_setenc import embedded
 
 from agreement import check_scores
