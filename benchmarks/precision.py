@@ -6,7 +6,7 @@ By default on the two checkpoints shipped in the package, the Set-Encoder and it
     python -m benchmarks.precision --data-dir ../shared/data [--model FOLDER ...] [--dtypes bfloat16,float16]
         [--collections trec-dl-2019,trec-dl-2020] [--queries N] [--threads 2] [--device cpu] [--out FILE]
 
-Half precision is :func:`pyterrier_setenc.precision.set_precision`'s: the encoder in the half type, embeddings,
+Half precision is :func:`pyterrier_setenc._engine.precision.set_precision`'s: the encoder in the half type, embeddings,
 layer norms and the scoring head in float32.
 """
 
@@ -46,8 +46,8 @@ def measure(model_path: Path, dtypes: list[str], lists: dict, device: str) -> di
     """Scores and seconds of every list under float32 and each of ``dtypes``, taking turns list by list."""
     import torch
 
+    from pyterrier_setenc._engine.precision import resolve_dtype, set_precision
     from pyterrier_setenc.model import CrossEncoder
-    from pyterrier_setenc.precision import resolve_dtype, set_precision
 
     kinds = ["float32", *dtypes]
     models = {kind: set_precision(CrossEncoder.from_pretrained(model_path).to(device),

@@ -6,7 +6,7 @@ a JSON file with one or more systems, writes per-list seconds, scores and memory
 
 Systems: ``set-encoder``; ``mono``, the same checkpoint without inter-passage attention (the same backbone and the
 same tokens, each passage scored on its own); ``set-encoder-int8``, ``set-encoder-bf16`` and ``set-encoder-fp16``,
-the Set-Encoder with int8 linear layers or in half precision (:func:`pyterrier_setenc.precision.set_precision`).
+the Set-Encoder with int8 linear layers or in half precision (:func:`pyterrier_setenc._engine.precision.set_precision`).
 For a Hugging Face cross-encoder checkpoint, the peers: ``mono-reranker``, this package's
 :class:`~pyterrier_setenc.MonoReRanker`, and ``st-cross-encoder``, sentence-transformers' ``CrossEncoder.predict``
 (raw logits), both with ``--batch-size`` pairs per forward pass and ``--max-length`` tokens per pair. Several
@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from pyterrier_setenc._engine.numerics import quantize_int8
+    from pyterrier_setenc._engine.precision import set_precision
     from pyterrier_setenc.model import CrossEncoder
-    from pyterrier_setenc.numerics import quantize_int8
-    from pyterrier_setenc.precision import set_precision
 
     torch.set_num_threads(args.threads)
     models: dict[str, CrossEncoder] = {}

@@ -19,7 +19,7 @@ from typing import Any, Literal, cast
 
 import torch
 
-from .encoder import activation
+from ._engine.encoder import activation
 from .lightning_ir import LightningIRConfig, LightningIRConfigError
 
 Kind = Literal["set-encoder", "mono", "hf-cross-encoder"]

@@ -23,9 +23,9 @@ from tokenizers import Tokenizer
 from tokenizers.processors import TemplateProcessing
 from torch import nn
 
-from .batching import pack, token_budget_for
+from ._engine.batching import pack, token_budget_for
+from ._engine.encoder import Backbone
 from .checkpoint import CheckpointError, check_backbone_config, read_config, read_state_dict, read_weight_file, resolve
-from .encoder import Backbone
 from .families import LIST_FILES
 from .model import HARMLESS_WEIGHTS
 from .tokenization import check_vocabulary, load_backend, tokenizer_source

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import PackedBatch, pack, token_budget_for
+from ._engine.batching import PackedBatch, pack, token_budget_for
+from ._engine.encoder import Backbone
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from .encoder import Backbone
 from .lightning_ir import LightningIRConfig, model_weight_name
 from .tokenization import PairTokenizer
 
@@ -112,7 +112,7 @@ class CrossEncoder(nn.Module):
     [tensor([ 4.1, -2.3])]
     """
 
-    float32_modules = ("head",)  # kept in float32 under half precision (pyterrier_setenc.precision)
+    float32_modules = ("head",)  # kept in float32 under half precision (pyterrier_setenc._engine.precision)
     last_cut_lengths: list[int] | None  # set by score_lists
 
     def __init__(self, checkpoint: Checkpoint, max_length: int | None = None):

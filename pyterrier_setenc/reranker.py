@@ -45,10 +45,10 @@ import pyterrier as pt
 import torch
 from torch import nn
 
-from .batching import list_batches
+from ._engine.batching import list_batches
+from ._engine.numerics import quantize_int8
+from ._engine.precision import has_precision, resolve_dtype, set_precision
 from .model import CrossEncoder
-from .numerics import quantize_int8
-from .precision import has_precision, resolve_dtype, set_precision
 
 _WHITESPACE = re.compile(r"\s")
 _NOTHING_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"})  # what BERT's normaliser drops or splits on

@@ -33,7 +33,7 @@ from typing import Literal, cast
 
 import torch
 
-from .encoder import Layer
+from ._engine.encoder import Layer
 from .model import CrossEncoder
 
 TOKEN_TYPES = ("self", "query", "passage", "special", "other passages")

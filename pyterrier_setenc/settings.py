@@ -165,7 +165,7 @@ class RerankerSettings:
 
     def resolved_dtype(self) -> str:
         """The type the re-rankers compute with on this machine (``auto`` resolved for the device)."""
-        from .precision import dtype_name, resolve_dtype
+        from ._engine.precision import dtype_name, resolve_dtype
         from .reranker import resolve_device
 
         return dtype_name(resolve_dtype(self.dtype, resolve_device(self.device)))

@@ -20,11 +20,11 @@ import pandas as pd
 import pytest
 import torch
 
-import pyterrier_setenc.attention as attention
+import pyterrier_setenc._engine.attention as attention
 import pyterrier_setenc.listconranker_model as listconranker_model
 import pyterrier_setenc.model as model_module
 from pyterrier_setenc import CrossEncoder, ListConRankerModel, ReRanker
-from pyterrier_setenc.batching import PackedBatch, pack
+from pyterrier_setenc._engine.batching import PackedBatch, pack
 from pyterrier_setenc.tolerance import score_tolerance, ulps_per_layer
 
 # the deliberate errors: the first passage of the input moved into a list of its own (its partners lose it, it loses

@@ -30,7 +30,7 @@ FAULTS = textwrap.dedent(f"""
     import ctypes, resource, sys
     ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages only
     import torch
-    from pyterrier_setenc import allocator
+    from pyterrier_setenc._engine import allocator
     kept = allocator.keep_freed_memory() if sys.argv[1] == "keep" else None
     for _ in range({ROUNDS}):  # settling in: the heap grows to hold the block
         torch.ones({BLOCK_PAGES} * 1024)  # allocated, every page touched, freed
@@ -71,7 +71,7 @@ def test_a_process_with_its_own_malloc_settings_keeps_them():
 
 def test_the_encoder_keeps_freed_memory_on_the_cpu(monkeypatch):
     calls = []
-    monkeypatch.setattr("pyterrier_setenc.encoder.keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr("pyterrier_setenc._engine.encoder.keep_freed_memory", lambda: calls.append(1) or True)
     model = CrossEncoder.from_pretrained(FIXTURES / "setenc-int")
     model.score_lists(["a query"], [["one passage", "another passage"]])
     assert calls

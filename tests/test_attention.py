@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-import pyterrier_setenc.attention as attention
+import pyterrier_setenc._engine.attention as attention
 from pyterrier_setenc import CrossEncoder
 
 from agreement import ERRORS, PARTNER_MISSING, check_scores, deliberate, depth

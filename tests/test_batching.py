@@ -3,7 +3,7 @@ real token once (checked against layouts worked out by hand)."""
 
 import torch
 
-from pyterrier_setenc.batching import GROUP_FILL, LIST_ORDER_MIN, pack
+from pyterrier_setenc._engine.batching import GROUP_FILL, LIST_ORDER_MIN, pack
 
 
 def sequences(lengths: list[int]) -> tuple[list[list[int]], list[list[int]]]:

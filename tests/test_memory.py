@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pyterrier_setenc import CrossEncoder
-from pyterrier_setenc.batching import DEFAULT_TOKEN_BUDGET
-from pyterrier_setenc.encoder import Embeddings
+from pyterrier_setenc._engine.batching import DEFAULT_TOKEN_BUDGET
+from pyterrier_setenc._engine.encoder import Embeddings
 
 from agreement import check_scores
 from conftest import FIXTURES

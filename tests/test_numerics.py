@@ -6,7 +6,7 @@ import torch
 from scipy.stats import kendalltau
 
 from pyterrier_setenc import CrossEncoder, SetEncoderReRanker, embedded
-from pyterrier_setenc.numerics import WEIGHT_LEVELS, Int8Linear, quantize_int8
+from pyterrier_setenc._engine.numerics import WEIGHT_LEVELS, Int8Linear, quantize_int8
 
 from conftest import FIXTURES
 

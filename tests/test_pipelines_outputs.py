@@ -117,7 +117,7 @@ def test_models_named_on_the_command_line_or_after_the_checkpoint(tmp_path):
 def test_dtype_and_int8_reach_the_rerankers():
     import torch
 
-    from pyterrier_setenc.numerics import Int8Linear
+    from pyterrier_setenc._engine.numerics import Int8Linear
 
     bf16 = resolve_models([SETENC], RerankerSettings(dtype="bfloat16", verbose=False))[0]
     int8 = resolve_models([MONO], RerankerSettings(int8=True, verbose=False))[0]
@@ -134,7 +134,7 @@ def test_dtype_and_int8_reach_the_rerankers():
 def test_dtype_auto_is_stored_as_what_ran(monkeypatch, instructions, expected):
     """``--dtype auto`` runs this machine's choice, and the identity of stored outputs names that type, so that
     outputs of another machine's choice are not reused."""
-    import pyterrier_setenc.precision as precision
+    import pyterrier_setenc._engine.precision as precision
 
     monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: instructions)
     model = resolve_models([SETENC], RerankerSettings(dtype="auto", device="cpu", verbose=False))[0]

@@ -1,5 +1,5 @@
-"""Numerics per machine (``pyterrier_setenc.precision``): the ``dtype="auto"`` policy on each kind of device, half
-precision that keeps embeddings, layer norms and the scoring head in float32, half-precision scores that keep
+"""Numerics per machine (``pyterrier_setenc._engine.precision``): the ``dtype="auto"`` policy on each kind of device,
+half precision that keeps embeddings, layer norms and the scoring head in float32, half-precision scores that keep
 float32's distinctions (no ties from rounding the scores) and the trained shipped model's rankings."""
 
 import argparse
@@ -9,10 +9,10 @@ import pytest
 import torch
 from scipy.stats import kendalltau
 
-import pyterrier_setenc.precision as precision
+import pyterrier_setenc._engine.precision as precision
 from pyterrier_setenc import CrossEncoder, SetEncoderReRanker, embedded
-from pyterrier_setenc.batching import DEFAULT_TOKEN_BUDGET, GPU_TOKEN_BUDGET, token_budget_for
-from pyterrier_setenc.precision import has_precision, resolve_dtype, set_precision
+from pyterrier_setenc._engine.batching import DEFAULT_TOKEN_BUDGET, GPU_TOKEN_BUDGET, token_budget_for
+from pyterrier_setenc._engine.precision import has_precision, resolve_dtype, set_precision
 from pyterrier_setenc.settings import RerankerSettings, SettingsError
 
 from conftest import FIXTURES

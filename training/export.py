@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from pyterrier_setenc._engine.precision import DTYPES, dtype_name
 from pyterrier_setenc.atomic import atomic_folder, atomic_write, current_umask
 from pyterrier_setenc.lightning_ir import checkpoint_weight_names
 from pyterrier_setenc.model import CrossEncoder
-from pyterrier_setenc.precision import DTYPES, dtype_name
 
 from .model import copy_tokenizer_files, load_model
 

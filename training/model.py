@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pyterrier_setenc.batching import PackedBatch
+from pyterrier_setenc._engine.batching import PackedBatch
 from pyterrier_setenc.checkpoint import Checkpoint, CheckpointError, read_state_dict, resolve
 from pyterrier_setenc.model import CrossEncoder
 

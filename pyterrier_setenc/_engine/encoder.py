@@ -206,7 +206,7 @@ class Backbone(nn.Module):
                 progress: Callable[[float], None] | None = None) -> torch.Tensor:
         """Last hidden states of all packed tokens (T, H). With ``gradient_checkpointing`` (and autograd on) each
         layer's activations are recomputed in the backward pass instead of kept, so long lists fit in memory. On the
-        CPU, freed buffers are kept for reuse (:func:`~pyterrier_setenc.allocator.keep_freed_memory`).
+        CPU, freed buffers are kept for reuse (:func:`~pyterrier_setenc._engine.allocator.keep_freed_memory`).
         ``progress`` is called with the share of the work done (0 to 1) after each bucket of each layer."""
         if batch.input_ids.device.type == "cpu":
             keep_freed_memory()

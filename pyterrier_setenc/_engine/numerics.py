@@ -19,8 +19,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from ..model import CrossEncoder
 from .encoder import Layer
-from .model import CrossEncoder
 
 SMOOTHING = 0.5  # SmoothQuant's migration strength: 0 leaves activations as they are, 1 flattens them entirely
 WEIGHT_LEVELS = 63  # 7-bit weights: with 8-bit activations AVX2's pairwise 16-bit sums (2 x 255 x 63) cannot saturate

@@ -6,7 +6,7 @@ returns freed memory at the heap's top beyond its trim threshold to the system, 
 pages that the kernel zero-fills on first touch: about 150,000 page faults per DL19 list of 100 passages for a
 Set-Encoder of ELECTRA-base size, against about 10,000 with freed memory kept. :func:`keep_freed_memory` raises
 both thresholds once per process, so freed blocks stay in the heap and are reused.
-:class:`~pyterrier_setenc.encoder.Backbone` calls it before its first pass on the CPU.
+:class:`~pyterrier_setenc._engine.encoder.Backbone` calls it before its first pass on the CPU.
 
 The process's own settings win: with ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or a ``glibc.malloc``
 tunable in ``GLIBC_TUNABLES`` set (e.g. ``MALLOC_TRIM_THRESHOLD_=131072``, glibc's initial trim threshold, to
