@@ -21,6 +21,7 @@ import pandas as pd
 import pyterrier as pt
 
 from pyterrier_setenc import io
+from pyterrier_setenc.run_metadata import Resources, environment
 from pyterrier_setenc.settings import RerankerSettings, positive_int  # noqa: F401 (the commands import it from here)
 
 from .cli import CORRECTIONS, add_benchmark_arguments, add_correction, base_parser, correction_name, folder_path  # noqa: F401
@@ -153,7 +154,11 @@ class ExperimentRun:
     """What every experiment does around its own work: opens the output folder (checked before any work), seeds,
     loads benchmarks and re-rankers with the :class:`ExperimentOptions`, reuses or stores each model's output as
     soon as it is computed, writes the result's files and commits the folder as one result; the folder is released
-    however the call ends. Without an output folder (``output=None``) nothing is written.
+    however the call ends. Without an output folder (``output=None``) nothing is written. The manifest records the
+    environment (:func:`pyterrier_setenc.run_metadata.environment`) and the resources: the whole run's wall time and
+    peak memory, and per model the wall time and peak memory of the outputs it computed
+    (:class:`~pyterrier_setenc.run_metadata.Resources`; reused outputs cost nothing and are counted apart; with
+    ``ray_workers`` the memory is this process's, not the actors').
 
     >>> with ExperimentRun(options, "depth", benchmark="dl19") as run:  # doctest: +SKIP
     ...     bench = run.benchmark("dl19", "bm25", depth=100)
@@ -168,8 +173,11 @@ class ExperimentRun:
         self.files: list[str] = []  # the result's files, relative to the folder
         self.reused: dict[str, list[str]] = {}  # per row: the stems of the stored outputs reused
         self.reranked: dict[str, int] = {}  # per row: how many outputs were asked for
+        self.resources: dict[str, dict[str, Any]] = {}  # per row: what computing its outputs took
+        self.used = Resources()  # the whole run
 
     def __enter__(self) -> ExperimentRun:
+        self.used.__enter__()
         if self.options.output is not None:
             text = str(self.options.output)
             for placeholder, value in self.placeholders.items():
@@ -179,6 +187,7 @@ class ExperimentRun:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self.used.__exit__(*exc_info)
         if self.folder is not None:
             self.folder.close()
 
@@ -203,7 +212,35 @@ class ExperimentRun:
     def rerank(self, model: Model, inputs: pd.DataFrame, stem: str) -> pd.DataFrame:
         """``model``'s output on ``inputs``, reused from or stored in the output folder (:func:`rerank`)."""
         self.reranked[model.name] = self.reranked.get(model.name, 0) + 1
-        return rerank(model, inputs, self.folder, stem, self.reused.setdefault(model.name, []))
+        reused = self.reused.setdefault(model.name, [])
+        before = len(reused)
+        with Resources() as used:
+            results = rerank(model, inputs, self.folder, stem, reused)
+        self.count_resources(model, used if len(reused) == before else None)
+        return results
+
+    def count_resources(self, model: Model, used: Resources | None) -> None:
+        """Adds one output of ``model`` to its resources: computed (its wall time added, its peaks taken) or reused
+        (``used`` is ``None``)."""
+        entry = self.resources.setdefault(model.name, {
+            "device": str(getattr(model.transformer, "device", None) or self.options.device or "cpu"),
+            "outputs_computed": 0, "outputs_reused": 0, "wall_time_s": 0.0, "peak_memory_mib": None,
+            "peak_memory_scope": None, "peak_cuda_memory_mib": None})
+        if used is None:
+            entry["outputs_reused"] += 1
+            return
+        work = used.as_dict()
+        entry["outputs_computed"] += 1
+        entry["wall_time_s"] = round(entry["wall_time_s"] + work["wall_time_s"], 3)
+        entry["peak_memory_mib"] = max(entry["peak_memory_mib"] or 0.0, work["peak_memory_mib"])
+        entry["peak_memory_scope"] = work["peak_memory_scope"]
+        if work["peak_cuda_memory_mib"] is not None:
+            entry["peak_cuda_memory_mib"] = max(entry["peak_cuda_memory_mib"] or 0.0, work["peak_cuda_memory_mib"])
+
+    def environment(self) -> dict[str, Any]:
+        """The machine and software of the run (the first model's device, else the options')."""
+        devices = [entry["device"] for entry in self.resources.values()]
+        return environment(devices[0] if devices else self.options.device)
 
     def path(self, relative: str) -> Path:
         """Where the result's file ``relative`` is written (it becomes part of the result)."""
@@ -228,7 +265,9 @@ class ExperimentRun:
             if stems:
                 print(f"reused {len(stems)} of {self.reranked[name]} stored outputs of {name} "
                       f"({self.folder.final / CACHE})", file=sys.stderr)
-        result.files = self.folder.commit(self.files, settings_of(**settings))
+        details = {"environment": self.environment(),
+                   "resources": {"run": self.used.as_dict(), "models": self.resources}}
+        result.files = self.folder.commit(self.files, settings_of(**settings), settings_of(**details))
         result.folder = self.folder.final
         return result
 

@@ -257,9 +257,12 @@ class ResultFolder:
             return frame
         return None
 
-    def commit(self, files: list[str], settings: Mapping[str, Any]) -> list[Path]:
+    def commit(self, files: list[str], settings: Mapping[str, Any],
+               details: Mapping[str, Any] | None = None) -> list[Path]:
         """Makes the staging folder the result: removes what is not among ``files`` (relative names; the stored
-        model outputs of this result are kept), writes the manifest, swaps the folder in. Returns the final paths."""
+        model outputs of this result are kept), writes the manifest (``settings``, the files' SHA-256, and the
+        ``details``: the environment and resources of :meth:`pipelines.common.ExperimentRun.commit`), swaps the
+        folder in. Returns the final paths."""
         keep = {Path(name) for name in files}
         keep |= {Path(f"{stem}{suffix}") for stem in self.stored for suffix in (".run", ".json")}
         for path in sorted(self.staging.rglob("*"), key=lambda p: len(p.parts), reverse=True):
@@ -272,7 +275,7 @@ class ResultFolder:
         if missing:
             raise RuntimeError(f"the result misses its own files {missing}")
         manifest = {"written": datetime.now(timezone.utc).isoformat(timespec="seconds"), "settings": dict(settings),
-                    "files": {str(p): sha256_file(self.staging / p) for p in sorted(keep)}}
+                    **dict(details or {}), "files": {str(p): sha256_file(self.staging / p) for p in sorted(keep)}}
         atomic_write(self.path(MANIFEST), lambda file: json.dump(manifest, file, indent=1, default=str))
         try:
             replace_folder(self.staging, self.final)

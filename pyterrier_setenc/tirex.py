@@ -13,10 +13,15 @@ in order, passages by descending score, ranks from 1, at most 1,000 passages a q
 
 Everything is checked before anything is touched, in this order: the output folder can be written, the tag, the
 input (:func:`pyterrier_setenc.io.read_rerank`), the numerics options suit the model, the model loads. Then the
-candidates are scored and ``run.txt`` is written atomically. A failed or killed run ends with a message that names
-the problem and leaves an earlier ``run.txt`` as it was; errors about a row of the input name its line. One run at a
-time works in an output folder: a second one started meanwhile ends at once with an error (a lock on the folder
-itself, which leaves no file behind and ends with the process, also a killed one). An output folder that is a
+candidates are scored and ``run.txt`` is written atomically, then beside it ``ir-metadata.yml``: what the run was
+computed with and what it used, in the ``ir_metadata`` format of tirex-tracker that TIREx reads
+(:func:`pyterrier_setenc.run_metadata.ir_metadata`: the tag, model and settings, the command, Python and every
+installed package, the torch build, the device, the CPU model and threads, the machine's memory and OS, the wall
+time and the peak memory, and the SHA-256 of the ``run.txt`` it describes). A failed or killed run ends with a
+message that names the problem and leaves an earlier ``run.txt`` and ``ir-metadata.yml`` as they were; errors
+about a row of the input name its line. One run at a time works in an output folder: a second one started meanwhile
+ends at once with an error (a lock on the folder itself, which leaves no file behind and ends with the process, also
+a killed one). An output folder that is a
 symbolic link is followed; one that points nowhere is refused before anything is read. A full or read-only file
 system while ``run.txt`` is written is an error naming the file.
 """
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
@@ -49,6 +55,7 @@ from .io import (
     tag_from_name,
     write_run,
 )
+from .run_metadata import IR_METADATA_FILE, Resources, environment, file_sha256, ir_metadata, write_ir_metadata
 from .settings import RerankerSettings, SettingsError
 from .tirex_image import download_model  # noqa: F401  (tira/Dockerfile imports it from here)
 
@@ -125,13 +132,16 @@ def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, mo
     ``model`` is a checkpoint name or folder (loaded with ``settings``, :meth:`RerankerSettings.load`, on Ray actors
     with their shards in ``output_dir`` when ``settings.ray_workers`` is set) or a re-ranker. The output folder (made
     if missing), the tag, the input, the settings and the model are checked before anything is scored; ``run.txt``
-    is replaced atomically, so a failure leaves an earlier one as it was.
+    and then ``ir-metadata.yml`` (its metadata, see the module's notes) are replaced atomically, so a failure leaves
+    the earlier ones as they were. With Ray the memory is this process's, not the actors'.
 
     >>> from pyterrier_setenc.tirex import rerank_file
     >>> rerank_file("tirex-input/", "tirex-output/", "webis/set-encoder-base")  # doctest: +SKIP
     PosixPath('tirex-output/run.txt')
     """
     target = check_writable(Path(output_dir) / RUN_FILE)
+    metadata_path = check_writable(target.parent / IR_METADATA_FILE)
+    started = time.time()
     try:
         lock = lock_folder(target.parent)
     except BlockingIOError:
@@ -141,19 +151,35 @@ def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, mo
         raise OutputPathError(f"output folder {target.parent} cannot be written ({error.strerror or error})") \
             from None
     try:
-        tag = valid_tag(tag if tag is not None else default_tag(model))
-        source = find_rerank(input_path)
-        frame = read_rerank(source)
-        say(f"read {len(frame)} candidates of {frame['qid'].nunique()} queries from {source}")
-        reranker = (settings or RerankerSettings()).load(model, shard_dir=target.parent)
-        say(f"re-ranking with {reranker!r}")
-        with naming_lines(frame, source):
-            run = normalize_run(rerank(frame, reranker), tag, depth)
-        write_run(target, run, tag)
-        say(f"wrote {len(run)} lines for {run['qid'].nunique()} queries to {target}")
+        with Resources() as used:
+            tag = valid_tag(tag if tag is not None else default_tag(model))
+            source = find_rerank(input_path)
+            frame = read_rerank(source)
+            say(f"read {len(frame)} candidates of {frame['qid'].nunique()} queries from {source}")
+            settings = settings or RerankerSettings()
+            reranker = settings.load(model, shard_dir=target.parent)
+            say(f"re-ranking with {reranker!r}")
+            with naming_lines(frame, source):
+                run = normalize_run(rerank(frame, reranker), tag, depth)
+            write_run(target, run, tag)
+        meta = ir_metadata(environment(getattr(reranker, "device", settings.device)), used, name=tag,
+                           description=run_description(model, reranker, settings), started=started,
+                           files={RUN_FILE: file_sha256(target)})
+        write_ir_metadata(metadata_path, meta)
+        say(f"wrote {len(run)} lines for {run['qid'].nunique()} queries to {target}, and {metadata_path.name}")
     finally:
         os.close(lock)
     return target
+
+
+def run_description(model, reranker: pt.Transformer, settings: RerankerSettings) -> str:
+    """What ``ir-metadata.yml`` says the system is: the re-ranker, its checkpoint and its settings."""
+    from dataclasses import asdict
+
+    source = model if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    changed = {name: value for name, value in asdict(settings).items() if value != getattr(RerankerSettings(), name)}
+    return (f"{reranker!r} re-ranking the candidates of TIREx's rerank.jsonl, checkpoint {source}; settings "
+            f"{changed or 'the defaults'}; pyterrier-setenc (pyterrier_setenc.tirex)")
 
 
 # --- the command line ------------------------------------------------------------------------------------------------

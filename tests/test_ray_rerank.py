@@ -177,7 +177,7 @@ def test_tirex_entry_point_with_ray_workers_writes_the_in_process_run(ray_cluste
     # the entry point batches the lists its own way on each side (which lists share a bucket), so float32 sums run
     # in another order: float32's tolerance, not bit equality
     check_scores(got["score"], expected["score"], config_depth(model), what="TIREx on Ray")
-    assert sorted(path.name for path in (tmp_path / "ray").iterdir()) == ["run.txt"]
+    assert sorted(path.name for path in (tmp_path / "ray").iterdir()) == ["ir-metadata.yml", "run.txt"]
 
 
 def test_tirex_entry_point_without_ray_names_the_extra(monkeypatch, tmp_path, capsys):

@@ -325,7 +325,7 @@ def test_an_output_folder_that_is_a_symlink_is_followed(tmp_path):
     (tmp_path / "disk").mkdir()
     (tmp_path / "out").symlink_to(tmp_path / "disk")
     assert rerank_file(SAMPLE, tmp_path / "out", LengthScorer(), tag="len") == tmp_path / "out" / "run.txt"
-    assert (tmp_path / "out").is_symlink() and os.listdir(tmp_path / "disk") == ["run.txt"]
+    assert (tmp_path / "out").is_symlink() and sorted(os.listdir(tmp_path / "disk")) == ["ir-metadata.yml", "run.txt"]
 
 
 class NoScoring(pt.Transformer):
@@ -411,7 +411,7 @@ def test_two_runs_into_one_output_folder_do_not_both_write(tmp_path):
         release.set()
         thread.join(60)
     assert results["first"] == tmp_path / "out" / "run.txt"
-    assert os.listdir(tmp_path / "out") == ["run.txt"]  # the lock is gone with the run
+    assert sorted(os.listdir(tmp_path / "out")) == ["ir-metadata.yml", "run.txt"]  # the lock is gone with the run
     assert {line.split()[-1] for line in (tmp_path / "out" / "run.txt").read_text().splitlines()} == {"first"}
     rerank_file(SAMPLE, tmp_path / "out", LengthScorer(), tag="third")  # and the folder is free again
 
@@ -558,7 +558,8 @@ sys.exit(main(sys.argv[1:]))
 def test_a_killed_run_leaves_the_earlier_or_the_complete_new_result(tmp_path):
     """SIGKILL at several moments of a run (while starting, 0.5 s, 1 s and 2 s in; with the new run complete in its
     temporary file, before the rename; after the end): the folder holds the complete earlier run.txt or the
-    complete new one, besides at most a temporary file, and the next successful run leaves only run.txt."""
+    complete new one, besides at most a temporary file; ir-metadata.yml, where there is one, describes the run.txt
+    beside it (its SHA-256), and the next successful run leaves only run.txt and ir-metadata.yml."""
     model = FIXTURES / "setenc-int"
     arguments = ["--input", str(SAMPLE.parent), "--model", str(model), "--tag", "t"]
     reference = tmp_path / "reference"
@@ -598,17 +599,26 @@ def test_a_killed_run_leaves_the_earlier_or_the_complete_new_result(tmp_path):
         output = tmp_path / f"out-{point}"
         names = sorted(os.listdir(output))
         assert "run.txt" in names
-        assert all(re.fullmatch(r"\.run\.txt\.\d+\.[0-9a-f]{8}\.tmp", name) for name in names if name != "run.txt")
+        assert all(re.fullmatch(r"\.(run\.txt|ir-metadata\.yml)\.\d+\.[0-9a-f]{8}\.tmp", name)
+                   for name in names if name not in ("run.txt", "ir-metadata.yml"))
         content = (output / "run.txt").read_text()
+        if "ir-metadata.yml" in names:  # written after run.txt: it names the run beside it
+            import hashlib
+
+            import yaml
+
+            digest = yaml.safe_load((output / "ir-metadata.yml").read_text())["results"]["run.txt"]["sha256"]
+            assert digest == hashlib.sha256((output / "run.txt").read_bytes()).hexdigest()
         assert content == earlier or same_run(content, new, model), content[:200]
         outcomes[point] = "earlier" if content == earlier else "new"
         if point == "before-rename":
             assert len(names) == 2 and content == earlier  # the complete new run waits beside it, never half
             assert same_run((output / names[0]).read_text(), new, model)
-    assert outcomes["finished"] == "new"
+    assert outcomes["finished"] == "new" and "ir-metadata.yml" in os.listdir(tmp_path / "out-finished")
     output = tmp_path / "out-before-rename"
     assert main([*arguments, "--output", str(output)]) == 0
-    assert os.listdir(output) == ["run.txt"] and same_run((output / "run.txt").read_text(), new, model)
+    assert sorted(os.listdir(output)) == ["ir-metadata.yml", "run.txt"]
+    assert same_run((output / "run.txt").read_text(), new, model)
 
 
 def same_run(text: str, reference: str, model: Path) -> bool:
