@@ -53,12 +53,21 @@ def import_ray():
     return ray
 
 
+class RayClusterError(ConnectionError):
+    """The Ray cluster asked for cannot be joined; the message names its address."""
+
+
 def connect(address: str | None = None, verbose: bool = False):
     """Joins the running Ray session, else the cluster at ``address`` (``"auto"``, ``"ray://head:10001"``), else
-    starts a local one with every core of this machine."""
+    starts a local one with every core of this machine. A cluster that cannot be joined is a
+    :class:`RayClusterError` naming the address."""
     ray = import_ray()
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=verbose, configure_logging=verbose)
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=verbose, configure_logging=verbose)
+        except (ConnectionError, ValueError) as error:  # no cluster there; a ray:// address without ray[client]
+            found = "no running Ray cluster was found" if address == "auto" else "the Ray cluster cannot be joined"
+            raise RayClusterError(f"{found} at address {address!r} ({error})") from None
     return ray
 
 

@@ -332,7 +332,8 @@ def rerank_command(args: argparse.Namespace) -> dict[str, pd.DataFrame]:
     candidates = candidates_of(first, args.depth, queries, texts)
     qrels = read_judgments(args.qrels) if args.qrels else None
 
-    reranker = settings.load(model, shard_dir=output.parent / f".{output.name}.ray")
+    settings.join_ray()
+    reranker = settings.load(model, shard_dir=output.parent)  # Ray's shards: a hidden folder, removed at the end
     say(f"re-ranking the top {args.depth} of each query ({len(candidates)} passages) with {reranker!r}")
     first_run = first.frame[["qid", "docno", "score"]]
     with Resources() as used:

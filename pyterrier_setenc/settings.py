@@ -170,6 +170,19 @@ class RerankerSettings:
 
         return dtype_name(resolve_dtype(self.dtype, resolve_device(self.device)))
 
+    def join_ray(self) -> None:
+        """With ``ray_workers``: joins the Ray cluster of ``ray_address`` now (else the running session, else a new
+        local one), so that a cluster that is not there is an error naming ``--ray-address`` before any work, and a
+        missing ray extra one naming the extra. Without ``ray_workers``: nothing."""
+        if self.ray_workers is None:
+            return
+        from .ray_rerank import RayClusterError, connect
+
+        try:
+            connect(self.ray_address, self.verbose)
+        except RayClusterError as error:
+            raise SettingsError(f"--ray-address {self.ray_address!r}: {error}") from None
+
     def load(self, model, **ray_options):
         """The re-ranker for ``model``: a checkpoint name or folder (a hub id at a revision as ``ID@REVISION``)
         through :func:`pyterrier_setenc.load_reranker`,

@@ -157,6 +157,7 @@ def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, mo
             frame = read_rerank(source)
             say(f"read {len(frame)} candidates of {frame['qid'].nunique()} queries from {source}")
             settings = settings or RerankerSettings()
+            settings.join_ray()
             reranker = settings.load(model, shard_dir=target.parent)
             say(f"re-ranking with {reranker!r}")
             with naming_lines(frame, source):

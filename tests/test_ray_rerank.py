@@ -212,3 +212,30 @@ def test_pipelines_options_score_the_checkpoints_on_ray():
     assert model.name == "small" and isinstance(model.transformer, RayReRanker)
     assert (model.transformer.workers, model.transformer.address) == (3, "auto")
     assert model.transformer.model == str(FIXTURES / "mono")
+
+
+def test_tirex_entry_point_names_a_cluster_that_is_not_there(tmp_path, capsys, monkeypatch):
+    """``--ray-address auto`` without a running cluster (Ray's own answer) ends before the model
+    loads, naming the option; the earlier run.txt stays as it was and no metadata is written."""
+    import ray
+
+    from pyterrier_setenc.tirex import main
+
+    from conftest import SLICE
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+    def init(address=None, **options):  # what Ray raises where no cluster runs ("auto" joins any found on the machine)
+        assert address == "auto"
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to by "
+                              "setting `--address` flag or `RAY_ADDRESS` environment variable.")
+
+    monkeypatch.setattr(ray, "init", init)
+    (tmp_path / "run.txt").write_text("1 Q0 d 1 1.0 earlier\n")
+    code = main(["--input", str(SLICE / "tirex-sample"), "--output", str(tmp_path), "--model",
+                 str(FIXTURES / "setenc-int"), "--ray-workers", "2", "--ray-address", "auto"])
+    message = capsys.readouterr().err
+    assert code == 1 and "--ray-address 'auto': no running Ray cluster was found" in message, message
+    assert "Traceback" not in message
+    assert os.listdir(tmp_path) == ["run.txt"] and (tmp_path / "run.txt").read_text() == "1 Q0 d 1 1.0 earlier\n"
