@@ -204,14 +204,28 @@ for number, line in enumerate(lines, 1):
     last[qid] = (rank, score)
 assert seen == pairs, f"{run}: missing {sorted(pairs - seen)[:5]}, extra {sorted(seen - pairs)[:5]}"
 print(f"run.txt: {len(lines)} lines, every one of the {len(pairs)} input pairs")
+import hashlib
+metadata = run.parent / "ir-metadata.yml"
+assert metadata.is_file(), f"{metadata}: missing beside run.txt"
+try:
+    import yaml
+except ImportError:
+    print("ir-metadata.yml: PyYAML is not installed here, its fields are not read")
+else:
+    meta = yaml.safe_load(metadata.read_text(encoding="utf-8"))
+    digest = hashlib.sha256(run.read_bytes()).hexdigest()
+    assert meta["results"]["run.txt"]["sha256"] == digest, f"{metadata}: describes another run.txt"
+    print(f"ir-metadata.yml: {meta['method']['name']}, torch {meta['platform']['software']['torch']}, "
+          f"{meta['platform']['hardware']['cpu']['model']}, {meta['resources']['runtime']['wallclock']}")
 try:
     from tira.check_format import check_format
 except ImportError:
     print("tira's check_format: the tira client is not installed, skipped")
 else:
-    result = check_format(run.parent, "run.txt", {"minimum_queries": 1})
-    print(f"tira's check_format: {result}")
-    assert getattr(result[0], "name", result[0]) == "OK", result
+    for name, configuration in (("run.txt", {"minimum_queries": 1}), ("ir_metadata", None)):
+        result = check_format(run.parent, name, configuration)
+        print(f"tira's check_format ({name}): {result}")
+        assert getattr(result[0], "name", result[0]) == "OK", result
 PY
 }
 
