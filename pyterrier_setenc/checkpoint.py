@@ -4,8 +4,8 @@ sequence-classification cross-encoders, from a Hugging Face id or a local folder
 
 Only the weight files a checkpoint declares are read (``model.safetensors``, or the shards its index lists, else
 ``pytorch_model.bin`` or its shards). JSON files, weight files and the configuration (sizes, lengths) are checked
-here as they are read; whether the weights fit the model is checked in :mod:`.model`, the tokenizer files and lengths
-in :mod:`.tokenization`. Anything wrong is a :class:`CheckpointError` that names the file and the problem."""
+here as they are read; whether the weights fit the model is checked in :mod:`.weights`, the tokenizer files and
+lengths in :mod:`.tokenization`. Anything wrong is a :class:`CheckpointError` that names the file and the problem."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -25,10 +26,10 @@ from torch import nn
 
 from ._engine.batching import pack, token_budget_for
 from ._engine.encoder import Backbone
-from .checkpoint import CheckpointError, check_backbone_config, read_config, read_state_dict, read_weight_file, resolve
+from .checkpoint import CheckpointError, check_backbone_config, read_config, read_weight_file, read_weights, resolve
 from .families import LIST_FILES
-from .model import HARMLESS_WEIGHTS
 from .tokenization import check_vocabulary, load_backend, tokenizer_source
+from .weights import HARMLESS_WEIGHTS, load_weights
 
 _DOWNLOAD = ["config.json", "*.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "tokenizer.json",
              "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", *LIST_FILES]
@@ -207,17 +208,17 @@ class ListConRankerModel(nn.Module):
             raise CheckpointError(f"{name}: the ListConRanker encoder must be a BERT model (config.json model_type "
                                   f"'bert'), found {config.get('model_type')!r}")
         check_backbone_config(config, path / "config.json")
-        weights = read_state_dict(path)
-        encoder, projection, lists = _split_weights(weights, path, name)
-        layers = sorted({int(key.split(".")[2]) for key in lists if key.startswith("list_transformer.layers.")})
+        weights, sources = read_weights(path)
+        encoder, projection, lists = _split_weights(weights, sources, path, name)
+        layers = sorted({int(key.split(".")[2]) for key in map(lists.rename, lists.weights)
+                         if key.startswith("list_transformer.layers.")})
         if layers != list(range(len(layers))) or not layers:
-            raise CheckpointError(f"{name}: list_transformer.pt holds no ListTransformer layers 0..n-1 "
-                                  f"(found layers {layers})")
+            raise CheckpointError(f"{lists.file}: holds no ListTransformer layers 0..n-1 (found layers {layers})")
         if list_transformer_layers is not None and list_transformer_layers != len(layers):
             raise CheckpointError(f"{name}: list_transformer_layers={list_transformer_layers}, but the checkpoint "
                                   f"holds {len(layers)} ListTransformer layers")
-        width = projection["weight"].shape[0]
-        feedforward = lists["list_transformer.layers.0.linear1.weight"].shape[0]
+        width = projection.shape("weight")[0]
+        feedforward = lists.shape("list_transformer.layers.0.linear1.weight")[0]
         # None: the checkpoint's own limit (its position embeddings)
         limit = config["max_position_embeddings"]
         max_length = limit if max_length is None else min(max_length, limit)
@@ -227,20 +228,13 @@ class ListConRankerModel(nn.Module):
         model._load(encoder, projection, lists)
         return model
 
-    def _load(self, encoder: dict, projection: dict, lists: dict) -> None:
-        for module, state, what in ((self.encoder, encoder, "encoder"),
-                                    (self.linear_in_embedding, projection, "linear_in_embedding.pt"),
-                                    (self.list_transformer, lists, "list_transformer.pt")):
-            own = module.state_dict()
-            missing = sorted(set(own) - set(state))
-            unexpected = sorted(key for key in set(state) - set(own)
-                                if module is not self.encoder or key not in HARMLESS_WEIGHTS)
-            wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
-            if missing or unexpected or wrong:
-                where = "the encoder weights (model.safetensors)" if module is self.encoder else f"the {what} weights"
-                raise CheckpointError(f"{self.name}: {where} do not fit: missing {missing[:6]}, "
-                                      f"unexpected {unexpected[:6]}, wrong shape {wrong[:6]}")
-            module.load_state_dict({k: state[k] for k in own}, strict=True)
+    def _load(self, encoder: _Part, projection: _Part, lists: _Part) -> None:
+        """Loads the three parts strictly (:func:`.weights.load_weights`); errors name the file and the weights."""
+        for module, part in ((self.encoder, encoder), (self.linear_in_embedding, projection),
+                             (self.list_transformer, lists)):
+            load_weights(module, part.weights, part.sources, part.file, rename=part.rename, harmless=part.harmless,
+                         shown=part.shown, expects=part.expects,
+                         num_layers=self.config["num_hidden_layers"] if module is self.encoder else None)
 
     @property
     def device(self) -> torch.device:
@@ -298,27 +292,62 @@ class ListConRankerModel(nn.Module):
         return results
 
 
-def _split_weights(weights: dict[str, torch.Tensor], path: Path, name: str) -> tuple[dict, dict, dict]:
+@dataclass(frozen=True)
+class _Part:
+    """The weights of one part of the model (encoder, ``linear_in_embedding``, ListTransformer) as named in the
+    checkpoint, the file each came from, and how the part's module names them."""
+
+    weights: dict[str, torch.Tensor]
+    sources: dict[str, Path]
+    file: Path  # where the part's weights are expected
+    prefixes: tuple[str, ...] = ()  # of the part's weights in the checkpoint, removed in this order for the module
+    ignored: tuple[str, ...] = ()  # weights the module does not use and may be there, by prefix of its names
+    shape_from: str = "the model expects"
+
+    def rename(self, key: str) -> str:
+        for prefix in self.prefixes:
+            key = key.removeprefix(prefix)
+        return key
+
+    def harmless(self, key: str) -> bool:
+        return self.rename(key).startswith(self.ignored)
+
+    def shown(self, name: str) -> str:
+        """A missing weight as the checkpoint would name it (the encoder's: without its optional prefix)."""
+        return self.prefixes[0] + name if len(self.prefixes) == 1 else name
+
+    def expects(self, name: str, shape: tuple[int, ...]) -> str:
+        return f"{self.shape_from} {shape}"
+
+    def shape(self, name: str) -> torch.Size:
+        """The shape of the module's weight ``name``, which the model's size is read from; it must be there."""
+        for key, tensor in self.weights.items():
+            if self.rename(key) == name:
+                return tensor.shape
+        raise CheckpointError(f"{self.file}: the checkpoint lacks weights {[self.shown(name)]}")
+
+
+def _split_weights(weights: dict[str, torch.Tensor], sources: dict[str, Path], path: Path, name: str) \
+        -> tuple[_Part, _Part, _Part]:
     """Encoder, ``linear_in_embedding`` and ListTransformer weights: the latter two from their ``.pt`` files, or,
     in a folder without them, from the main weights under the prefixes ``linear_in_embedding.`` and
-    ``list_transformer.``."""
-    parts = {}
+    ``list_transformer.``. The encoder's weights may carry the prefix ``hf_model.`` or ``bert.``."""
+    parts = []
     for file_name in LIST_FILES:
         prefix = file_name.removesuffix(".pt") + "."
+        ignored = ("list_transformer_layer.",) if file_name == "list_transformer.pt" else ()
         if (path / file_name).is_file():
-            parts[prefix] = read_weight_file(path / file_name)
+            tensors = read_weight_file(path / file_name)
+            parts.append(_Part(tensors, dict.fromkeys(tensors, path / file_name), path / file_name, ignored=ignored))
         elif any(key.startswith(prefix) for key in weights):
-            parts[prefix] = {k.removeprefix(prefix): v for k, v in weights.items() if k.startswith(prefix)}
+            inside = {k: v for k, v in weights.items() if k.startswith(prefix)}
+            parts.append(_Part(inside, {k: sources[k] for k in inside}, sources[next(iter(inside))], (prefix,),
+                               ignored))
         else:
             raise CheckpointError(f"{name}: {file_name} is missing (a ListConRanker checkpoint has "
                                   f"{' and '.join(LIST_FILES)} beside the BERT weights)")
-    encoder = {}
-    for key, tensor in weights.items():
-        if key.startswith(("linear_in_embedding.", "list_transformer.")):
-            continue
-        for prefix in _ENCODER_PREFIXES:
-            key = key.removeprefix(prefix)
-        if not key.startswith(_IGNORED_ENCODER_KEYS):
-            encoder[key] = tensor
-    lists = {k: v for k, v in parts["list_transformer."].items() if not k.startswith("list_transformer_layer.")}
-    return encoder, parts["linear_in_embedding."], lists
+    encoder = {k: v for k, v in weights.items() if not k.startswith(("linear_in_embedding.", "list_transformer."))}
+    files = sorted({sources[k] for k in encoder}) or [path]
+    encoder_part = _Part(encoder, {k: sources[k] for k in encoder}, files[0], _ENCODER_PREFIXES,
+                         (*_IGNORED_ENCODER_KEYS, *HARMLESS_WEIGHTS), "config.json implies")
+    return encoder_part, parts[0], parts[1]

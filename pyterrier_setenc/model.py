@@ -6,7 +6,6 @@ It covers lightning-ir ``set-encoder`` (inter-passage attention) and ``mono`` ch
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Sequence
 from typing import cast
 
@@ -19,17 +18,7 @@ from ._engine.encoder import Backbone
 from .checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from .lightning_ir import LightningIRConfig, model_weight_name
 from .tokenization import PairTokenizer
-
-# weights that checkpoints carry and that are harmless when the model does not use them: position and token type
-# id buffers older transformers versions saved, and BertModel's pooler when the scoring head does not use it
-HARMLESS_WEIGHTS = frozenset({"embeddings.position_ids", "embeddings.token_type_ids", "pooler.dense.weight",
-                              "pooler.dense.bias"})
-_LAYER = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
-
-
-def _where(sources: dict, key: str, files: list[str]) -> str:
-    """The file a weight came from (all weight files when not known)."""
-    return str(sources[key]) if key in sources else ", ".join(files)
+from .weights import HARMLESS_WEIGHTS, load_weights
 
 
 class LightningIRHead(nn.Module):
@@ -148,53 +137,19 @@ class CrossEncoder(nn.Module):
         return cls(load_checkpoint(name_or_path, revision=revision), **kwargs)
 
     def _load(self, checkpoint: Checkpoint) -> None:
-        """Loads the checkpoint's weights; every weight the model has must be there with its shape, and every weight
-        of the checkpoint must be used, except :data:`HARMLESS_WEIGHTS`. Errors name the file and the weights."""
-        own = self.state_dict()
-        sources = checkpoint.weight_sources
-        files = sorted({str(file) for file in sources.values()}) or [str(checkpoint.path)]
+        """Loads the checkpoint's weights strictly (:func:`.weights.load_weights`); weights of the checkpoint the model
+        does not use are an error, except :data:`.weights.HARMLESS_WEIGHTS`."""
+        own = set(self.state_dict())
         prefix = f"{checkpoint.backbone}."  # Hugging Face's BertFor…/ElectraFor… name the encoder so
-        mapped: dict[str, torch.Tensor] = {}
-        origin: dict[str, str] = {}
-        unexpected = []
-        for key, tensor in checkpoint.state_dict.items():
-            name = model_weight_name(key, own, prefix)
-            if name not in own:
-                if key.removeprefix(prefix) not in HARMLESS_WEIGHTS:
-                    unexpected.append(key)
-                continue
-            if name in mapped:
-                raise CheckpointError(f"{_where(sources, key, files)}: weights {origin[name]!r} and {key!r} are "
-                                      "the same weight of the model")
-            mapped[name], origin[name] = tensor, key
-        if unexpected:
-            unexpected.sort()
-            raise CheckpointError(f"{_where(sources, unexpected[0], files)}: holds weights the model does not use: "
-                                  f"{unexpected[:6]}{' ...' if len(unexpected) > 6 else ''}"
-                                  f"{self._layer_hint(unexpected, checkpoint)}")
-        missing = sorted(name.split(".", 1)[1] for name in set(own) - set(mapped))
-        if missing:
-            raise CheckpointError(f"{', '.join(files)}: the checkpoint lacks weights {missing[:8]}"
-                                  f"{' ...' if len(missing) > 8 else ''}")
-        for name, tensor in mapped.items():
-            if tensor.shape != own[name].shape:
-                what = (f"config.json says vocab_size {own[name].shape[0]}"
-                        if name == "backbone.embeddings.word_embeddings.weight"
-                        else f"config.json implies {tuple(own[name].shape)}")
-                raise CheckpointError(f"{_where(sources, origin[name], files)}: weight {origin[name]} has shape "
-                                      f"{tuple(tensor.shape)}, {what}")
-            if not tensor.is_floating_point():
-                raise CheckpointError(f"{_where(sources, origin[name], files)}: weight {origin[name]} holds "
-                                      f"{tensor.dtype} values, not floating-point numbers")
-        self.load_state_dict(mapped, strict=True)
-
-    @staticmethod
-    def _layer_hint(keys: list[str], checkpoint: Checkpoint) -> str:
-        layers = {int(match.group(1)) for key in keys if (match := _LAYER.search(key))}
-        if not layers:
-            return ""
-        return (f" (config.json has num_hidden_layers {checkpoint.config['num_hidden_layers']}, the weights have "
-                f"{max(layers) + 1} layers)")
+        vocab_weight = "backbone.embeddings.word_embeddings.weight"
+        load_weights(
+            self, checkpoint.state_dict, checkpoint.weight_sources, checkpoint.path,
+            rename=lambda key: model_weight_name(key, own, prefix),
+            harmless=lambda key: key.removeprefix(prefix) in HARMLESS_WEIGHTS,
+            shown=lambda name: name.split(".", 1)[1],
+            expects=lambda name, shape: (f"config.json says vocab_size {shape[0]}" if name == vocab_weight
+                                         else f"config.json implies {shape}"),
+            num_layers=checkpoint.config["num_hidden_layers"])
 
     @property
     def device(self) -> torch.device:

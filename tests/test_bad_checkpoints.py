@@ -69,6 +69,14 @@ def edit_weights(change: Callable[[dict], None]) -> Callable[[Path], None]:
     return damage
 
 
+def edit_pt(name: str, change: Callable[[dict], None]) -> Callable[[Path], None]:
+    def damage(folder: Path) -> None:
+        state = torch.load(folder / name, weights_only=True)
+        change(state)
+        torch.save(state, folder / name)
+    return damage
+
+
 def scaled(state: dict, factor: float = 3.0) -> dict:
     return {key: tensor * factor if tensor.is_floating_point() else tensor for key, tensor in state.items()}
 
@@ -518,9 +526,34 @@ LISTCON = FIXTURES / "listconranker"
                                                      r".*vocab\.txt; the tokenizer does not belong to these weights"),
     (replace_text("vocab.txt", "\n[UNK]\n", "\n[XNK]\n"), "vocab.txt", r"has no \[UNK\] token"),
     (remove_line("vocab.txt", "[SEP]"), "vocab.txt", r"is not a readable WordPiece vocabulary: sep_token not found"),
+    # the fixture: BERT hidden_size 8, intermediate_size 16; linear_in_embedding 8 -> 12; ListTransformer layers of
+    # width 12 whose first one (linear1) sizes the feed-forward layers
+    (edit_weights(lambda s: s.pop("encoder.layer.0.output.dense.bias")), "model.safetensors",
+     r"the checkpoint lacks weights \['encoder\.layer\.0\.output\.dense\.bias'\]"),
+    (edit_json("config.json", intermediate_size=24), "model.safetensors",
+     r"weight encoder\.layer\.0\.intermediate\.dense\.bias has shape \(16,\), config\.json implies \(24,\)"),
+    (edit_weights(lambda s: s.update({"bert.embeddings.LayerNorm.bias": s["embeddings.LayerNorm.bias"].clone()})),
+     "model.safetensors", r"weights '(bert\.)?embeddings\.LayerNorm\.bias' and '(bert\.)?embeddings\.LayerNorm\.bias' "
+     r"are the same weight"),
+    (edit_pt("linear_in_embedding.pt", lambda s: s.pop("weight")), "linear_in_embedding.pt",
+     r"the checkpoint lacks weights \['weight'\]"),
+    (edit_pt("list_transformer.pt", lambda s: s.pop("list_transformer.layers.0.linear1.weight")),
+     "list_transformer.pt", r"the checkpoint lacks weights \['list_transformer\.layers\.0\.linear1\.weight'\]"),
+    (edit_pt("list_transformer.pt", lambda s: s.pop("query_embedding.layerNorm.bias")), "list_transformer.pt",
+     r"the checkpoint lacks weights \['query_embedding\.layerNorm\.bias'\]"),
+    (edit_pt("list_transformer.pt", lambda s: s.update({"linear_score1.weight": s["linear_score1.weight"][:, :12]})),
+     "list_transformer.pt", r"weight linear_score1\.weight has shape \(1, 12\), the model expects \(1, 24\)"),
+    (edit_pt("list_transformer.pt", lambda s: s.update({"extra.weight": torch.zeros(2)})), "list_transformer.pt",
+     r"holds weights the model does not use: \['extra\.weight'\]"),
+    (edit_pt("list_transformer.pt", lambda s: s.update({"linear_score1.bias": s["linear_score1.bias"].long()})),
+     "list_transformer.pt", r"weight linear_score1\.bias holds torch\.int64 values, not floating-point numbers"),
 ], ids=["truncated list_transformer.pt", "garbage linear_in_embedding.pt", "truncated model.safetensors",
         "config.json an array", "heads do not divide", "vocab.txt not text", "vocab.txt of a larger model",
-        "vocab.txt without [UNK]", "vocab.txt without [SEP]"])
+        "vocab.txt without [UNK]", "vocab.txt without [SEP]", "encoder weight missing", "config wider than the encoder",
+        "encoder weight twice, with and without prefix", "projection weight missing",
+        "weight that sizes the ListTransformer missing", "ListTransformer weight missing",
+        "ListTransformer weight of the wrong shape", "unknown ListTransformer weight",
+        "integer ListTransformer weights"])
 def test_bad_listconranker_checkpoints(damage, file, what, tmp_path):
     folder = shutil.copytree(LISTCON, tmp_path / "ckpt")
     damage(folder)
@@ -543,6 +576,8 @@ def test_listconranker_refuses_encoder_weights_it_does_not_use(tmp_path):
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config["num_hidden_layers"] -= 1
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    with pytest.raises(CheckpointError, match=r"encoder weights \(model.safetensors\) do not fit: missing \[\], "
-                                             r"unexpected \['encoder\.layer\."):
+    with pytest.raises(CheckpointError) as caught:
         ListConRankerModel.from_pretrained(folder)
+    assert re.fullmatch(re.escape(str(folder / "model.safetensors")) + r": holds weights the model does not use: "
+                        r"\['encoder\.layer\.1\..* \(config\.json has num_hidden_layers 1, the weights have 2 layers\)",
+                        str(caught.value)), str(caught.value)
