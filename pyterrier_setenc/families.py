@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,13 +39,25 @@ if TYPE_CHECKING:
 LIST_FILES = ("linear_in_embedding.pt", "list_transformer.pt")  # what a ListConRanker folder holds beside BERT's
 
 
+class Folder:
+    """A checkpoint folder as the families see it: its path and, read once on first use, the kind its
+    ``config.json`` declares (:func:`.checkpoint.classify`)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @cached_property
+    def kind(self) -> str:
+        return classify(read_config(self.path), str(self.path))[0]  # unsupported options: an error naming them
+
+
 @dataclass(frozen=True)
 class Family:
     """One model family: its name, how a checkpoint folder is recognised, and the re-ranker (``module:Class`` in the
     package, imported on use) that serves it."""
 
     name: str
-    recognises: Callable[[Path], bool]
+    recognises: Callable[[Folder], bool]
     reranker: str
 
     def reranker_class(self) -> type[ReRanker]:
@@ -52,13 +65,13 @@ class Family:
         return getattr(import_module(f".{module}", __package__), cls)
 
 
-def _has_list_transformer(folder: Path) -> bool:
-    return (folder / "list_transformer.pt").is_file()
+def _has_list_transformer(folder: Folder) -> bool:
+    return (folder.path / "list_transformer.pt").is_file()
 
 
-def _cross_encoder_kind(kind: str) -> Callable[[Path], bool]:
-    def recognises(folder: Path) -> bool:
-        return classify(read_config(folder), str(folder))[0] == kind  # unsupported options: an error naming them
+def _cross_encoder_kind(kind: str) -> Callable[[Folder], bool]:
+    def recognises(folder: Folder) -> bool:
+        return folder.kind == kind
 
     return recognises
 
@@ -79,7 +92,7 @@ def checkpoint_folder(name_or_path: str | os.PathLike, revision: str | None = No
 def family_of(name_or_path: str | os.PathLike, revision: str | None = None) -> Family:
     """The family of a checkpoint (a folder or a Hugging Face id); a :class:`CheckpointError` names what was found
     when no family recognises it."""
-    folder = checkpoint_folder(name_or_path, revision)
+    folder = Folder(checkpoint_folder(name_or_path, revision))
     for family in FAMILIES:
         if family.recognises(folder):
             return family
