@@ -18,6 +18,7 @@ from pyterrier_setenc import (
     family_of,
     load_reranker,
 )
+from pyterrier_setenc.checkpoint import read_config
 from pyterrier_setenc.lightning_ir import LightningIRConfig, checkpoint_weight_names, model_weight_name
 from pyterrier_setenc.model import HARMLESS_WEIGHTS
 
@@ -39,6 +40,17 @@ def test_hugging_face_cross_encoders_are_their_own_family(tmp_path):
     folder = build_hf_cross_encoder(tmp_path / "ce", "bert", 1)
     assert family_of(folder).name == "hf-cross-encoder"
     assert type(load_reranker(str(folder), verbose=False)) is MonoReRanker
+
+
+def test_config_json_is_read_once_whatever_the_families_asked(tmp_path, monkeypatch):
+    """A Hugging Face cross-encoder is the last family asked (three ask config.json): its config is read once."""
+    import pyterrier_setenc.families as families
+
+    folder = build_hf_cross_encoder(tmp_path / "ce", "bert", 1)
+    reads = []
+    monkeypatch.setattr(families, "read_config", lambda path: reads.append(path) or read_config(path))
+    assert family_of(folder).name == "hf-cross-encoder"
+    assert reads == [folder]
 
 
 def test_a_name_decides_nothing(tmp_path):
