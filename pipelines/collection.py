@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -158,7 +158,6 @@ class Benchmark:
     first_stage_name: str
     source: str
     folder: Path | None = None
-    extras: dict = field(default_factory=dict)
 
     def limit(self, queries: int | None) -> Benchmark:
         """The same benchmark on its first ``queries`` topics (all when ``None``)."""

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,8 @@ from .output import CACHE, OutputError, ResultFolder, markdown_table, safe_name,
 
 @dataclass
 class ExperimentResult:
-    """What an experiment returns: its tables (numeric and as displayed), its runs and the files it wrote."""
+    """What an experiment returns: its tables (numeric and as displayed), its runs and the files it wrote; one
+    with more to return has a subclass with typed fields (:class:`pipelines.permutation.PermutationResult`)."""
 
     name: str
     table: pd.DataFrame
@@ -40,7 +41,6 @@ class ExperimentResult:
     runs: dict[str, pd.DataFrame] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None  # the output folder the result was written to
     notes: list[str] = field(default_factory=list)  # cautions printed below the tables
 
@@ -49,6 +49,9 @@ class ExperimentResult:
         parts += [f"\n{title}\n\n{markdown_table(table)}" for title, table in self.tables.items()]
         parts += [f"\n{note}\n" for note in self.notes]
         return "".join(parts)
+
+
+Result = TypeVar("Result", bound=ExperimentResult)
 
 
 def frame_digest(frame: pd.DataFrame) -> str:
@@ -317,7 +320,7 @@ def report(result: ExperimentResult, output: Path | None) -> None:
 
 
 def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | argparse.Namespace | None,
-                experiment: Callable[[argparse.Namespace, ExperimentOptions], ExperimentResult]) -> ExperimentResult:
+                experiment: Callable[[argparse.Namespace, ExperimentOptions], Result]) -> Result:
     """An experiment's command: parses ``argv`` (or takes the arguments parsed already), sets up the process
     (:func:`configure`), calls ``experiment(args, options)`` with the shared options of
     :func:`~pipelines.cli.base_parser` and prints its result; bad input ends the command with its message

@@ -18,6 +18,7 @@ if __name__ == "__main__":  # the arguments (and --help) are read before the imp
 
 import argparse
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +39,22 @@ from .plots import ordering_figure, rank_change_figure
 INPUT_ROW = "input order"
 
 
+@dataclass(kw_only=True)
+class PermutationResult(ExperimentResult):
+    """The permutation experiment's tables and runs, and what its output folder is written from: the title of its
+    results table, the measure, the first stage, the number of queries and each model's rank-change matrices
+    (ordering kind -> proportions of input-rank bin -> re-ranked-rank bin)."""
+
+    title: str
+    measure: str
+    first_stage: str
+    queries: int
+    matrices: dict[str, dict[str, np.ndarray]]
+
+
 def permutation(benchmark: str = "dl19", models: ModelsArg = (), *, first_stage: str = "bm25", depth: int = 100,
                 seeds: Sequence[int] = (0, 1, 2), measure=nDCG @ 10, unjudged: float = UNJUDGED, bins: int = 10,
-                options: ExperimentOptions | None = None, **settings) -> ExperimentResult:
+                options: ExperimentOptions | None = None, **settings) -> PermutationResult:
     """Runs the permutation experiment; ``result.table`` holds the measure per system (rows: the input orderings
     themselves, then each model) and ordering (columns), ``result.tables["invariance"]`` the invariance figures.
     The shared options (``data_dir``, ``queries``, ``output``, default ``results/permutation``, ...) are those of
@@ -74,7 +88,7 @@ def permutation(benchmark: str = "dl19", models: ModelsArg = (), *, first_stage:
 
 
 def summarize(bench, first_stage: str, depth: int, seeds: Sequence[int], measure, unjudged: float, bins: int,
-              inputs: dict[str, pd.DataFrame], outputs: dict[str, dict[str, pd.DataFrame]]) -> ExperimentResult:
+              inputs: dict[str, pd.DataFrame], outputs: dict[str, dict[str, pd.DataFrame]]) -> PermutationResult:
     """The tables of the experiment (measure per ordering, invariance) and the rank-change matrices."""
     rows = []
     for order, frame in inputs.items():
@@ -93,33 +107,31 @@ def summarize(bench, first_stage: str, depth: int, seeds: Sequence[int], measure
                                                        "identical top 10"])
     title = (f"{bench.name}: {len(bench.topics)} queries, top {depth} of {first_stage}; {measure} per input ordering "
              f"(unjudged candidates at {unjudged} for ideal / reverse-ideal; shuffle seeds {list(seeds)})")
-    result = ExperimentResult(name="permutation", table=table, display=table,
-                              runs={f"{m}/{o}": frame for m in outputs for o, frame in outputs[m].items()},
-                              tables={"invariance": stability_table})
-    result.extras = {"title": title, "measure": measure, "first_stage": first_stage, "queries": len(bench.topics),
-                     "matrices": {model: rank_changes(inputs, outputs[model], bins) for model in outputs}}
-    return result
+    return PermutationResult(name="permutation", table=table, display=table,
+                             runs={f"{m}/{o}": frame for m in outputs for o, frame in outputs[m].items()},
+                             tables={"invariance": stability_table}, title=title, measure=str(measure),
+                             first_stage=first_stage, queries=len(bench.topics),
+                             matrices={model: rank_changes(inputs, outputs[model], bins) for model in outputs})
 
 
 def write_outputs(run: ExperimentRun, name: str, depth: int, inputs: dict[str, pd.DataFrame],
-                  outputs: dict[str, dict[str, pd.DataFrame]], result: ExperimentResult) -> None:
+                  outputs: dict[str, dict[str, pd.DataFrame]], result: PermutationResult) -> None:
     """Runs, tables, matrices and figures of the experiment into the run's output folder."""
-    extras = result.extras
-    queries = f"{extras['queries']} queries"
+    queries = f"{result.queries} queries"
     for order, frame in inputs.items():
         io.write_run(run.path(f"runs/input__{order}.run"), frame, safe_name(f"input-{order}"))
     for model in outputs:
         for order, frame in outputs[model].items():
             io.write_run(run.path(f"runs/{safe_name(model)}__{order}.run"), frame, safe_name(f"{model}-{order}"))
-        write_matrices(run.path(f"rank-change-{safe_name(model)}.csv"), extras["matrices"][model])
+        write_matrices(run.path(f"rank-change-{safe_name(model)}.csv"), result.matrices[model])
         title = f"{model}: rank changes ({name}, {queries}, top {depth})"
-        figure = rank_change_figure(extras["matrices"][model], title, depth)
+        figure = rank_change_figure(result.matrices[model], title, depth)
         save_figure(figure, run.path(f"rank-change-{safe_name(model)}.png"))
-    run.write_table("results", result.table, title=extras["title"])
+    run.write_table("results", result.table, title=result.title)
     run.write_table("invariance", result.tables["invariance"],
                     title=f"Invariance of each model's output against its output for the original order ({name}, "
-                          f"top {depth} of {extras['first_stage']})")
-    measure = str(extras["measure"])
+                          f"top {depth} of {result.first_stage})")
+    measure = result.measure
     title = f"{name}: {measure} per input ordering ({queries})"
     figure = ordering_figure(result.table.set_index("name"), measure, title)
     save_figure(figure, run.path("orderings.png"))
@@ -141,7 +153,7 @@ def write_matrices(path: Path, matrices: dict[str, np.ndarray]) -> Path:
     return atomic_write(path, lambda file: pd.DataFrame(rows).to_csv(file, index=False))
 
 
-def main(argv: Sequence[str] | argparse.Namespace | None = None) -> ExperimentResult:
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> PermutationResult:
     """``python -m pipelines.permutation`` (options: :func:`pipelines.cli.permutation_parser`)."""
     return run_command(command_line("permutation"), argv, lambda args, options: permutation(
         canonical_name(args.benchmark), models_of(args), first_stage=args.first_stage, depth=args.depth,

@@ -24,6 +24,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +44,14 @@ PER_QUERY_COLUMNS = ["qid", "passages", "layer", *TOKEN_TYPES]
 SUM_TOLERANCE = 1e-5  # the shares of a stored row must add up to 1 this closely to be reused
 
 
+@dataclass(kw_only=True)
+class SaliencyResult(ExperimentResult):
+    """The saliency tables and the per-query shares they average: one row per model, benchmark, query and layer
+    (``qid``, ``passages``, ``layer``, the share per token type, ``model``, ``benchmark``)."""
+
+    queries: pd.DataFrame
+
+
 def default_checkpoints() -> dict[str, str]:
     """The models of the figure when none is given: the shipped Set-Encoder and its mono twin
     (:mod:`pyterrier_setenc.embedded`)."""
@@ -54,7 +63,7 @@ def default_checkpoints() -> dict[str, str]:
 
 def saliency_by_layer(models: ModelsArg = (), benchmarks: Sequence[str] = BENCHMARKS, *, first_stage: str = "bm25",
                       depth: int = 100, token: Token = "interaction", options: ExperimentOptions | None = None,
-                      **settings) -> ExperimentResult:
+                      **settings) -> SaliencyResult:
     """Per model and layer, the mean share of the chosen token's attention on each token type, over heads, passages
     and the queries of ``benchmarks`` (each query's top ``depth`` of ``first_stage``). ``token="interaction"``
     analyses the token other passages see (``[INT]`` of a Set-Encoder, else ``[CLS]``), ``"first"`` ``[CLS]``.
@@ -92,8 +101,8 @@ def saliency_by_layer(models: ModelsArg = (), benchmarks: Sequence[str] = BENCHM
         queries = pd.concat(frames, ignore_index=True)
         table = _means(queries, ["model", "layer"])
         by_benchmark = _means(queries, ["model", "benchmark", "layer"])
-        result = ExperimentResult(name="saliency", table=table, display=table, tables={"by benchmark": by_benchmark})
-        result.extras = {"queries": queries}
+        result = SaliencyResult(name="saliency", table=table, display=table, tables={"by benchmark": by_benchmark},
+                                queries=queries)
         if run.folder is not None:
             sizes = {bench.name: len(bench.topics) for bench in benches}
             what = "[INT] (Set-Encoder; [CLS] otherwise)" if token == "interaction" else "[CLS]"
@@ -195,7 +204,7 @@ def _valid(frame: pd.DataFrame, qids: list[str], layers: int) -> bool:
             and bool((values <= 1).all()) and all(math.isclose(s, 1.0, abs_tol=SUM_TOLERANCE) for s in values.sum(1)))
 
 
-def main(argv: Sequence[str] | argparse.Namespace | None = None) -> ExperimentResult:
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> SaliencyResult:
     """``python -m pipelines.saliency`` (options: :func:`pipelines.cli.saliency_parser`)."""
     return run_command(command_line("saliency"), argv, lambda args, options: saliency_by_layer(
         list(args.model) or default_checkpoints(), args.benchmark or BENCHMARKS, first_stage=args.first_stage,
