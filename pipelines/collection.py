@@ -103,8 +103,11 @@ class StoredRun(pt.Transformer):
     """A first stage read from a file: returns the stored candidates of each input query, in stored order, with the
     input's query text.
 
-    >>> first_stage = StoredRun(io.read_rerank("trec-dl-2019/bm25-top100.rerank.jsonl.gz"))  # doctest: +SKIP
-    >>> candidates = (first_stage % 10)(topics)  # doctest: +SKIP
+    >>> first_stage = StoredRun(io.read_rerank("tests/data/trec-dl-2019/bm25-top100.rerank.jsonl.gz"))
+    >>> topics = io.read_topics("tests/data/trec-dl-2019/topics.tsv")
+    >>> candidates = (first_stage % 10)(topics)
+    >>> int(candidates.groupby("qid").size().max()), bool((candidates["query"] != "").all())
+    (10, True)
     """
 
     def __init__(self, results: pd.DataFrame, name: str = "stored"):

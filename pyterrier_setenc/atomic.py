@@ -57,8 +57,13 @@ def path_problem(path: str | os.PathLike) -> str | None:
     """Why ``path`` or a folder above it cannot hold a folder: a symbolic link that points nowhere, or a file
     (also through a link); ``None`` when there is no such problem (``path`` may still be missing).
 
-    >>> path_problem("results/out")  # doctest: +SKIP
-    'results is a symbolic link to /mnt/gone, which does not exist'
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> os.symlink("/nonexistent/gone", f"{folder}/results")
+    >>> path_problem(f"{folder}/results/out").removeprefix(folder)
+    '/results is a symbolic link to /nonexistent/gone, which does not exist'
+    >>> path_problem(f"{folder}/out") is None
+    True
     """
     path = Path(path)
     for part in [path, *path.parents][::-1]:
@@ -119,8 +124,12 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     """Removes the temporary files (and staging folders) that killed writes of ``path`` left behind: those of
     processes that no longer run (and files of the earlier naming without a process id). Returns what it removed.
 
-    >>> remove_stale_temporaries("runs/bm25.run")  # doctest: +SKIP
-    [PosixPath('runs/.bm25.run.4242.0f3a9c1e.tmp')]
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> runs = Path(tempfile.mkdtemp())
+    >>> _ = (runs / ".bm25.run.0.0f3a9c1e.tmp").write_text("half a run")  # no process has the id 0
+    >>> [path.name for path in remove_stale_temporaries(runs / "bm25.run")]
+    ['.bm25.run.0.0f3a9c1e.tmp']
     """
     path = Path(path)
     if os.name != "posix" or not path.parent.is_dir():
@@ -145,7 +154,9 @@ def check_writable(path: str | os.PathLike) -> Path:
     """Checks, before any work is done, that ``path`` can be written atomically: makes its folder if missing and
     creates and removes a temporary file in it. Raises :class:`OutputPathError` naming the path otherwise.
 
-    >>> check_writable("tirex-output/run.txt")  # doctest: +SKIP
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> check_writable(f"{folder}/tirex-output/run.txt").relative_to(folder)
     PosixPath('tirex-output/run.txt')
     """
     path = Path(path)
@@ -180,7 +191,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: b
     ``path``. A symbolic link at ``path`` is replaced by the file (its target is not touched). After the rename,
     temporary files of ``path`` that killed writes left behind are removed.
 
-    >>> atomic_write("run.txt", lambda file: file.write("1 Q0 d1 1 2.5 tag\\n"))  # doctest: +SKIP
+    >>> import tempfile
+    >>> path = atomic_write(f"{tempfile.mkdtemp()}/run.txt", lambda file: file.write("1 Q0 d1 1 2.5 tag\\n"))
+    >>> open(path).read()
+    '1 Q0 d1 1 2.5 tag\\n'
     """
     path = Path(path)
     try:
@@ -216,7 +230,13 @@ def acquire_lock(lock_file: str | os.PathLike) -> int:
     handle of this one) holds it; the lock ends with the process, also a killed one. A lock file that its holder
     removed while this call waited is not taken: the call takes the one now at the path.
 
-    >>> handle = acquire_lock("tirex-output/.run.txt.lock")  # doctest: +SKIP
+    >>> import tempfile
+    >>> lock = f"{tempfile.mkdtemp()}/.run.txt.lock"
+    >>> handle = acquire_lock(lock)
+    >>> acquire_lock(lock)  # held  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    BlockingIOError: [Errno 11] Resource temporarily unavailable
+    >>> release_lock(lock, handle)
     """
     lock_file = Path(lock_file)
     while True:
@@ -242,7 +262,9 @@ def lock_folder(folder: str | os.PathLike) -> int:
     behind) and returns its handle, to be closed with ``os.close``. Raises ``BlockingIOError`` at once when another
     process (or another handle of this one) holds it.
 
-    >>> handle = lock_folder("tirex-output")  # doctest: +SKIP
+    >>> import os, tempfile
+    >>> handle = lock_folder(tempfile.mkdtemp())
+    >>> os.close(handle)
     """
     handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
@@ -299,8 +321,12 @@ def replace_folder(complete: str | os.PathLike, folder: str | os.PathLike) -> Pa
     unavailable the earlier folder is first moved aside to ``.NAME.old``, a short window in which ``folder`` is
     absent. Returns ``folder``.
 
-    >>> replace_folder("results/.dl19.partial", "results/dl19")  # doctest: +SKIP
-    PosixPath('results/dl19')
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> results = Path(tempfile.mkdtemp())
+    >>> (results / ".dl19.partial").mkdir()
+    >>> replace_folder(results / ".dl19.partial", results / "dl19").relative_to(results)
+    PosixPath('dl19')
     """
     complete, folder = Path(complete), Path(folder)
     if not folder.exists():
@@ -325,8 +351,12 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     link to a folder is followed (the link stays); one that points nowhere or to a file is an
     :class:`OutputPathError` naming it.
 
-    >>> with atomic_folder("checkpoints/model") as staging:  # doctest: +SKIP
-    ...     (staging / "config.json").write_text("{}")
+    >>> import os, tempfile
+    >>> folder = f"{tempfile.mkdtemp()}/checkpoints/model"
+    >>> with atomic_folder(folder) as staging:
+    ...     _ = (staging / "config.json").write_text("{}")
+    >>> os.listdir(folder)
+    ['config.json']
     """
     folder = Path(folder)
     if folder.is_symlink() and folder.is_dir():  # a folder on another disk: written beside the link's target

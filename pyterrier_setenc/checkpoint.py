@@ -297,8 +297,8 @@ def load_checkpoint(name_or_path: str | os.PathLike, *, weights: bool = True, re
     """Reads a checkpoint's configuration (and weights) and says which kind it is; ``revision`` is the Hugging Face
     revision (branch, tag or commit) of a hub id.
 
-    >>> ckpt = load_checkpoint("webis/set-encoder-base")  # doctest: +SKIP
-    >>> ckpt.kind, ckpt.backbone, ckpt.add_extra_token  # doctest: +SKIP
+    >>> ckpt = load_checkpoint("tests/fixtures/setenc-int")  # a folder, or a Hugging Face id: "webis/set-encoder-base"
+    >>> ckpt.kind, ckpt.backbone, ckpt.add_extra_token
     ('set-encoder', 'electra', True)
     """
     path = resolve(name_or_path, revision)

@@ -363,9 +363,13 @@ def read_run(path: str | os.PathLike) -> pd.DataFrame:
     checked as integers but not used: ``trec_eval`` does not use them either). A docno twice in a query's ranking is
     an error.
 
-    >>> read_run("trec-dl-2019/rankgpt35-bm25-top100.run").head(1)  # doctest: +SKIP
-          qid   docno      score  rank
-    0  264014  684616  15.780600     0
+    >>> import tempfile
+    >>> path = f"{tempfile.mkdtemp()}/bm25.run"
+    >>> _ = open(path, "w").write("264014 Q0 7 2 12.5 bm25\\n264014 Q0 684616 1 15.7806 bm25\\n")
+    >>> read_run(path)
+          qid   docno    score  rank
+    0  264014  684616  15.7806     0
+    1  264014       7  12.5000     1
     """
     path = Path(path)
     rows = []
@@ -488,8 +492,11 @@ def read_docs(path: str | os.PathLike, wanted: Iterable[str] | None = None) -> d
     """``docs.jsonl(.gz)`` as a mapping docno -> text (title and text, :func:`document_text`; see
     :func:`iter_docs`); with ``wanted``, only those docnos.
 
-    >>> read_docs("cranfield/docs.jsonl.gz")["1"][:40]  # doctest: +SKIP
-    'experimental investigation of the aerody'
+    >>> import json, tempfile
+    >>> path = f"{tempfile.mkdtemp()}/docs.jsonl"
+    >>> _ = open(path, "w").write(json.dumps({"docno": "1", "title": "Fleas", "text": "They jump far."}) + "\\n")
+    >>> read_docs(path)
+    {'1': 'Fleas They jump far.'}
     """
     wanted = None if wanted is None else set(wanted)
     return {doc["docno"]: doc["text"] for doc in iter_docs(path) if wanted is None or doc["docno"] in wanted}
@@ -582,7 +589,10 @@ def write_run(path: str | os.PathLike, results: pd.DataFrame, tag: str, depth: i
     in full precision, atomically (:func:`pyterrier_setenc.atomic.atomic_write`): ``path`` is either the earlier
     file or the complete new one. Everything is checked before the file is touched.
 
-    >>> write_run("runs/bm25.run", candidates, tag="bm25", depth=1000)  # doctest: +SKIP
+    >>> import tempfile
+    >>> candidates = read_rerank("tests/data/trec-dl-2019/bm25-top100.rerank.jsonl.gz")
+    >>> folder = tempfile.mkdtemp()
+    >>> write_run(f"{folder}/runs/bm25.run", candidates, tag="bm25", depth=1000).relative_to(folder)
     PosixPath('runs/bm25.run')
     """
     run = normalize_run(results, tag, depth)

@@ -23,8 +23,14 @@ class ListConRankerReRanker(ReRanker):
 
     The published model is Chinese (BERT-large, Chinese vocabulary).
 
+    >>> import pandas as pd
     >>> from pyterrier_setenc import ListConRankerReRanker
-    >>> listcon = ListConRankerReRanker("ByteDance/ListConRanker", batch_size=64)  # doctest: +SKIP
+    >>> listcon = ListConRankerReRanker("tests/fixtures/listconranker", verbose=False)  # or "ByteDance/ListConRanker"
+    >>> candidates = pd.DataFrame({"qid": "1", "query": "what is a flea", "docno": ["d1", "d2", "d3"],
+    ...                            "text": ["Fleas are insects.", "Paris is in France.", "Fleas jump far."]})
+    >>> ranked = listcon(candidates)
+    >>> ranked["rank"].tolist(), bool(ranked["score"].between(0, 1).all())
+    ([0, 1, 2], True)
     >>> pipeline = bm25 % 100 >> pt.text.get_text(dataset, "text") >> listcon  # doctest: +SKIP
     """
 

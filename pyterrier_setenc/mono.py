@@ -16,8 +16,15 @@ class MonoReRanker(CrossEncoderReRanker):
     sequence-classification cross-encoders (e.g. ``cross-encoder/ms-marco-MiniLM-L-6-v2``). Pairs of several
     queries share a forward pass of up to ``batch_size`` pairs. Arguments: see :meth:`CrossEncoderReRanker.__init__`.
 
+    >>> import pandas as pd
     >>> from pyterrier_setenc import MonoReRanker
-    >>> mono = MonoReRanker("webis/monoelectra-base", batch_size=64)  # doctest: +SKIP
+    >>> mono = MonoReRanker("tests/fixtures/mono", verbose=False)  # published: "webis/monoelectra-base"
+    >>> candidates = pd.DataFrame({"qid": "1", "query": "what is a flea", "docno": ["d1", "d2", "d3"],
+    ...                            "text": ["Fleas are insects.", "Paris is in France.", "Fleas jump far."]})
+    >>> scores = mono(candidates).set_index("docno")["score"]
+    >>> alone = mono(candidates[candidates["docno"] == "d3"])["score"].iloc[0]  # the other pairs change nothing
+    >>> bool(abs(scores["d3"] - alone) < 1e-5)
+    True
     >>> pipeline = bm25 % 100 >> pt.text.get_text(dataset, "text") >> mono  # doctest: +SKIP
     """
 

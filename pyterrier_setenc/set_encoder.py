@@ -17,9 +17,17 @@ class SetEncoderReRanker(CrossEncoderReRanker):
     that says so (:class:`~pyterrier_setenc.MonoReRanker` or :func:`~pyterrier_setenc.load_reranker` take it without
     one). Arguments: see :meth:`CrossEncoderReRanker.__init__`.
 
+    >>> import pandas as pd
     >>> import pyterrier as pt
     >>> from pyterrier_setenc import SetEncoderReRanker
-    >>> setenc = SetEncoderReRanker("webis/set-encoder-base", batch_size=256)  # doctest: +SKIP
+    >>> setenc = SetEncoderReRanker("tests/fixtures/setenc-int", verbose=False)  # published: "webis/set-encoder-base"
+    >>> candidates = pd.DataFrame({"qid": "1", "query": "what is a flea", "docno": ["d1", "d2", "d3"],
+    ...                            "text": ["Fleas are insects.", "Paris is in France.", "Fleas jump far."]})
+    >>> ranked = setenc(candidates)
+    >>> ranked.columns.tolist(), ranked["rank"].tolist()
+    (['qid', 'query', 'docno', 'text', 'score', 'rank'], [0, 1, 2])
+    >>> ranked["docno"].tolist() == setenc(candidates[::-1])["docno"].tolist()  # the order of the candidates
+    True
     >>> pipeline = bm25 % 100 >> pt.text.get_text(dataset, "text") >> setenc  # doctest: +SKIP
     """
 

@@ -135,9 +135,12 @@ def rerank_file(input_path: str | os.PathLike, output_dir: str | os.PathLike, mo
     and then ``ir-metadata.yml`` (its metadata, see the module's notes) are replaced atomically, so a failure leaves
     the earlier ones as they were. With Ray the memory is this process's, not the actors'.
 
+    >>> import tempfile
     >>> from pyterrier_setenc.tirex import rerank_file
-    >>> rerank_file("tirex-input/", "tirex-output/", "webis/set-encoder-base")  # doctest: +SKIP
-    PosixPath('tirex-output/run.txt')
+    >>> output = f"{tempfile.mkdtemp()}/tirex-output"  # a checkpoint folder, or a Hugging Face id
+    >>> run = rerank_file("tests/data/tirex-sample/", output, "tests/fixtures/setenc-int")
+    >>> run.name, len(run.read_text().splitlines())  # the sample's 10 candidates
+    ('run.txt', 10)
     """
     target = check_writable(Path(output_dir) / RUN_FILE)
     metadata_path = check_writable(target.parent / IR_METADATA_FILE)

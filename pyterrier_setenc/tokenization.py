@@ -100,8 +100,11 @@ def special_token_count(interaction_token: bool) -> int:
 class PairTokenizer:
     """Encodes (query, passage) pairs for one checkpoint.
 
-    >>> tok = PairTokenizer.from_folder(path, query_length=32, doc_length=256, interaction_token=True)  # doctest: +SKIP
-    >>> tok(["query"], ["a passage"]).input_ids  # doctest: +SKIP
+    >>> from pathlib import Path
+    >>> tok = PairTokenizer.from_folder(Path("tests/fixtures/setenc-int"), query_length=32, doc_length=256,
+    ...                                 interaction_token=True, max_position_embeddings=512)
+    >>> tok(["query"], ["a passage"]).input_ids  # [CLS] [INT] query [SEP] a passage [SEP] (BERT's vocabulary)
+    [[101, 30522, 23032, 102, 1037, 6019, 102]]
     """
 
     def __init__(self, backend: Tokenizer, *, query_length: int | None, doc_length: int | None,

@@ -1,11 +1,12 @@
 """The training configuration: frozen, typed settings with their defaults and ranges in one place, checked when the
 configuration is read, with the setting's name (and the file) in every message.
 
->>> config = TrainConfig.from_yaml("training/configs/dl21-set-encoder.yaml")  # doctest: +SKIP
->>> config.learning_rate, config.data[0].list_size  # doctest: +SKIP
+>>> config = TrainConfig.from_yaml("training/configs/dl21-set-encoder.yaml")
+>>> config.learning_rate, config.data[0].list_size
 (0.0001, 32)
->>> TrainConfig.from_yaml("c.yaml", {"log_every": 0})  # doctest: +SKIP
-ConfigError: c.yaml: setting log_every: must be at least 1, found 0
+>>> TrainConfig.from_yaml("training/configs/dl21-set-encoder.yaml", {"log_every": 0})
+Traceback (most recent call last):
+training.config.ConfigError: training/configs/dl21-set-encoder.yaml: setting log_every: must be at least 1, found 0
 
 Numbers are read as numbers however YAML writes them: ``1e-5`` (a string to PyYAML, which wants ``1.0e-5``),
 ``"3"`` or ``1_000``; a whole-number setting takes ``1e3`` but not ``2.5``; ``true``/``false`` are not numbers.
@@ -190,8 +191,9 @@ class DataSource(Mapping):
     Settings left out take the source's default (``training.data``: ``list_size`` 8 for ``hard_negatives``, 100
     for ``teacher``, the whole list for ``graded``).
 
-    >>> DataSource.from_dict({"kind": "graded", "candidates": "c.jsonl.gz", "qrels": "q.txt", "list_size": 32})
-    ... # doctest: +SKIP
+    >>> source = DataSource.from_dict({"kind": "graded", "candidates": "c.jsonl.gz", "qrels": "q.txt", "list_size": 32})
+    >>> source.kind, source.list_size, source.depth
+    ('graded', 32, None)
     """
 
     kind: SourceKind

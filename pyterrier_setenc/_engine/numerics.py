@@ -6,7 +6,10 @@ per token at run time, with the activations' outlier channels first moved into t
 vocabulary, seeded), so quantizing a model is deterministic and needs no data. Embeddings, layer norms, attention and
 the scoring head stay in float32. Scores differ from float32 ones (see ``benchmarks/`` for the measured agreement).
 
->>> model = quantize_int8(CrossEncoder.from_pretrained("webis/set-encoder-base"))  # doctest: +SKIP
+>>> from pyterrier_setenc.model import CrossEncoder
+>>> model = quantize_int8(CrossEncoder.from_pretrained("tests/fixtures/setenc-int"))  # or "webis/set-encoder-base"
+>>> type(model.backbone.encoder.layer[0].intermediate.dense).__name__
+'Int8Linear'
 """
 
 from __future__ import annotations
