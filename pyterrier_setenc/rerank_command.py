@@ -195,18 +195,13 @@ def candidates_of(first: FirstStage, depth: int, queries: Mapping[str, str], tex
     """The top ``depth`` of each query with ``query`` and ``text``; a qid without topic or a docno without text is
     an error naming the first line of the run that has it."""
     top = first.frame[first.frame["rank"] < depth]
-    missing = ~top["qid"].isin(queries.keys())
-    if missing.any():
-        row = top[missing].iloc[0]
-        count = top.loc[missing, "qid"].nunique()
-        raise RerankCommandError(f"{first.source}, line {row['line']}: qid {row['qid']!r} has no topic ({count} "
-                                 f"qid(s) of the run have none)")
-    missing = ~top["docno"].isin(texts.keys())
-    if missing.any():
-        row = top[missing].iloc[0]
-        count = top.loc[missing, "docno"].nunique()
-        raise RerankCommandError(f"{first.source}, line {row['line']}: docno {row['docno']!r} is not in the docs "
-                                 f"({count} docno(s) of the run are missing)")
+    for column, known, lacks, counted in (("qid", queries, "has no topic", "qid(s) of the run have none"),
+                                          ("docno", texts, "is not in the docs", "docno(s) of the run are missing")):
+        missing = ~top[column].isin(known.keys())
+        if missing.any():
+            row = top[missing].iloc[0]
+            raise RerankCommandError(f"{first.source}, line {row['line']}: {column} {row[column]!r} {lacks} "
+                                     f"({top.loc[missing, column].nunique()} {counted})")
     return top.assign(query=top["qid"].map(queries), text=top["docno"].map(texts))
 
 
