@@ -216,27 +216,32 @@ def _id_kind(value) -> str:
     return type(value).__name__
 
 
-def normalize_ids(frame: pd.DataFrame, columns: Iterable[str] = ("qid", "docno")) -> pd.DataFrame:
-    """A column of strings and integers as strings, integers in decimal (TIREx's rule); others as they are."""
-    for column in columns:
-        if frame[column].dtype == object and set(frame[column].map(_id_kind)) == {"str", "int"}:
-            frame[column] = frame[column].map(lambda v: str(int(v)) if _id_kind(v) == "int" else v)
+def id_kinds(frame: pd.DataFrame, columns: Iterable[str] = ("qid", "docno")) -> dict[str, pd.Series]:
+    """The kind of each id (``"str"``, ``"int"``, ``"container"``, ...) of the id columns of Python objects (columns
+    of another dtype hold ids of one type); :func:`normalize_ids` and :func:`check_id_types` read them."""
+    return {column: frame[column].map(_id_kind) for column in columns if frame[column].dtype == object}
+
+
+def normalize_ids(frame: pd.DataFrame, kinds: dict[str, pd.Series]) -> pd.DataFrame:
+    """A column of strings and integers as strings, integers in decimal (TIREx's rule); others as they are.
+    ``kinds`` (:func:`id_kinds`) is updated to the new values."""
+    for column, kind in kinds.items():
+        if set(kind) == {"str", "int"}:
+            frame[column] = [str(int(v)) if k == "int" else v for v, k in zip(frame[column], kind)]
+            kinds[column] = kind.replace("int", "str")
     return frame
 
 
-def check_id_types(frame: pd.DataFrame, columns: Iterable[str] = ("qid", "docno")) -> None:
-    """Ids in one column are of one type (after :func:`normalize_ids`): lists and a mix of types are errors naming
-    the column and an example."""
-    for column in columns:
-        if frame[column].dtype != object:
-            continue
-        kinds = frame[column].map(_id_kind)
-        container = kinds == "container"
+def check_id_types(frame: pd.DataFrame, kinds: dict[str, pd.Series]) -> None:
+    """Ids in one column are of one type (after :func:`normalize_ids`; ``kinds`` from :func:`id_kinds`): lists and a
+    mix of types are errors naming the column and an example."""
+    for column, of_column in kinds.items():
+        container = of_column == "container"
         if container.any():
             value = frame.loc[container, column].iloc[0]
             raise ValueError(f"column {column!r} holds {type(value).__name__}s, not ids: each {column} must be one "
                              f"string or integer, e.g. {_where(frame, container)}")
-        present = kinds[~frame[column].map(_missing)]
+        present = of_column[~frame[column].map(_missing)]
         types = list(dict.fromkeys(present))
         if len(types) > 1:
             examples = ", ".join(f"{frame.loc[present.index[present == kind][0], column]!r} ({kind})"
@@ -245,13 +250,14 @@ def check_id_types(frame: pd.DataFrame, columns: Iterable[str] = ("qid", "docno"
                              f"every {column} as a string (or every one as an integer)")
 
 
-def check_contents(frame: pd.DataFrame, text_field: str) -> None:
-    """Ids, queries and texts (see the module's rules); ``frame`` has a plain index."""
+def check_contents(frame: pd.DataFrame, text_field: str, kinds: dict[str, pd.Series]) -> None:
+    """Ids, queries and texts (see the module's rules); ``frame`` has a plain index, ``kinds`` its ids' kinds
+    (:func:`id_kinds`, after :func:`normalize_ids`)."""
     for column in ("qid", "docno"):
         missing = frame[column].isna()
         if missing.any():
             raise ValueError(f"{int(missing.sum())} row(s) have a missing {column!r}, e.g. {_where(frame, missing)}")
-    check_id_types(frame)
+    check_id_types(frame, kinds)
     for column in ("qid", "docno"):
         broken = frame[column].map(lambda v: isinstance(v, str) and (v == "" or bool(_WHITESPACE.search(v))))
         if broken.any():
@@ -317,9 +323,11 @@ def validate_frame(inp, text_field: str, context: pt.Transformer | None = None) 
     with a plain index and plain (non-categorical) columns."""
     check_frame(inp, text_field, context)
     frame = inp.drop(columns=["score", "rank"], errors="ignore").reset_index(drop=True)
-    frame = normalize_ids(plain_columns(frame, ["qid", "docno", "query", text_field]))
+    frame = plain_columns(frame, ["qid", "docno", "query", text_field])
+    kinds = id_kinds(frame)
+    frame = normalize_ids(frame, kinds)
     if len(frame):
-        check_contents(frame, text_field)
+        check_contents(frame, text_field, kinds)
     return frame
 
 
