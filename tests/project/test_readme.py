@@ -1,6 +1,6 @@
 """The README's first Python snippets run as written: the offline one for real (from the repository root, with
-``../shared/data``), both checked for undefined names; the online one runs in ``test_pipelines_online.py`` against
-ir_datasets datasets registered from the data slice."""
+``../shared/data``), both checked for undefined names; the online one runs in
+``tests/pipelines/test_pipelines_online.py`` against ir_datasets datasets registered from the data slice."""
 
 from __future__ import annotations
 

@@ -4,17 +4,17 @@ Set-Encoder's scores do not depend on the order of its list. Agreement is float3
 both comparisons fail under each deliberate error."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker, embedded, load_reranker
 
 from agreement import ERRORS, POINTWISE_ERRORS, check_scores, deliberate, depth
+from conftest import FIXTURES
 
 pytestmark = pytest.mark.numerics
 
-GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "embedded-golden.json").read_text(encoding="utf-8"))
+GOLDEN = json.loads((FIXTURES / "embedded-golden.json").read_text(encoding="utf-8"))
 CLASSES = {"set-encoder": (embedded.SET_ENCODER, SetEncoderReRanker), "mono": (embedded.MONO, MonoReRanker)}
 
 
