@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from pyterrier_setenc import CheckpointError, CrossEncoder, SetEncoderReRanker
 from pyterrier_setenc.listconranker_model import ListConRankerModel
 
-from conftest import FIXTURES, build_hf_cross_encoder
+from builders import FIXTURES, build_hf_cross_encoder
 
 QUERIES = ["what is a lobster roll"]
 LISTS = [["A lobster roll is a sandwich of lobster meat.", "Lobsters live on the sea floor.", "Maine is a state."]]

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from pyterrier_setenc import CheckpointError, CrossEncoder, load_checkpoint
 
-from conftest import build_hf_cross_encoder
+from builders import build_hf_cross_encoder
 
 
 def test_kinds(tmp_path, set_encoder_path):

@@ -21,7 +21,7 @@ from pyterrier_setenc import (
 from pyterrier_setenc.lightning_ir import LightningIRConfig, checkpoint_weight_names, model_weight_name
 from pyterrier_setenc.model import HARMLESS_WEIGHTS
 
-from conftest import FIXTURES, build_hf_cross_encoder
+from builders import FIXTURES, build_hf_cross_encoder
 
 # (fixture, family, re-ranker): what each fixture is, from its reference_meta.json / tests/reference/README.md
 KNOWN = [("setenc-int", "set-encoder", SetEncoderReRanker), ("setenc-noint", "set-encoder", SetEncoderReRanker),

@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker
 
 from agreement import MASK_ENTRY, check_scores, deliberate, depth
-from conftest import build_hf_cross_encoder
+from builders import build_hf_cross_encoder
 
 pytestmark = pytest.mark.numerics
 

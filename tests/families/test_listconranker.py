@@ -23,7 +23,7 @@ from pyterrier_setenc.listconranker import ListConRankerReRanker
 from pyterrier_setenc.listconranker_model import ListConRankerModel, iterative_scores
 
 from agreement import MASK_ENTRY, check_scores, deliberate, depth
-from conftest import DATA, FIXTURES, SLICE, read_rerank, requires_data, slice_qids
+from builders import DATA, FIXTURES, SLICE, read_rerank, requires_data, slice_qids
 
 pytestmark = pytest.mark.numerics
 

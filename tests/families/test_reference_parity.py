@@ -15,7 +15,7 @@ import pytest
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker
 
 from agreement import ERRORS, POINTWISE_ERRORS, check_scores, config_depth, deliberate
-from conftest import FIXTURES
+from builders import FIXTURES
 
 pytestmark = pytest.mark.numerics
 

@@ -42,7 +42,7 @@ from pyterrier_setenc.io import (
     write_run,
 )
 
-from conftest import DATA, SLICE, requires_data
+from builders import DATA, SLICE, requires_data
 
 SAMPLE = SLICE / "tirex-sample" / "rerank.jsonl.gz"
 LINE = {"qid": "1", "query": "wing flutter", "docno": "d1", "text": "a wing"}

@@ -14,7 +14,7 @@ import torch
 from pyterrier_setenc import CrossEncoder, EmptyTextWarning, ListConRankerReRanker, MonoReRanker, SetEncoderReRanker
 from pyterrier_setenc.listconranker_model import ListConRankerModel
 
-from conftest import FIXTURES
+from builders import FIXTURES
 
 CLASSES = {"setenc": (SetEncoderReRanker, FIXTURES / "setenc-int"), "mono": (MonoReRanker, FIXTURES / "mono"),
            "listconranker": (ListConRankerReRanker, FIXTURES / "listconranker")}

@@ -19,7 +19,7 @@ from pyterrier_setenc import ListwiseCache, ListwiseCacheWarning, MonoReRanker, 
 from pyterrier_setenc.caching import DATABASE, CacheFileError, CacheWarning, entry_checksum
 
 from agreement import check_frames, depth
-from conftest import FIXTURES
+from builders import FIXTURES
 
 pytestmark = pytest.mark.numerics
 

@@ -10,7 +10,7 @@ import pytest
 from pyterrier_setenc import MonoReRanker, SetEncoderReRanker, embedded, load_reranker
 
 from agreement import ERRORS, POINTWISE_ERRORS, check_scores, deliberate, depth
-from conftest import FIXTURES
+from builders import FIXTURES
 
 pytestmark = pytest.mark.numerics
 

@@ -16,7 +16,7 @@ from tokenizers.implementations import BertWordPieceTokenizer
 
 from pyterrier_setenc import LongTextWarning, SetEncoderReRanker, embedded
 
-from conftest import REPO
+from builders import REPO
 
 
 def wordpiece(folder) -> Tokenizer:

@@ -18,7 +18,7 @@ from torch import nn
 from pyterrier_setenc import SetEncoderReRanker, embedded
 from pyterrier_setenc.reranker import ReRanker
 
-from conftest import build_set_encoder
+from builders import build_set_encoder
 
 
 class FixedScores(ReRanker):
@@ -153,7 +153,7 @@ def test_the_tokenizer_is_part_of_a_models_identity(tmp_path):
     import json
     import shutil
 
-    from conftest import FIXTURES
+    from builders import FIXTURES
 
     folder = shutil.copytree(FIXTURES / "setenc-int", tmp_path / "model")
     before = SetEncoderReRanker(str(folder), verbose=False).cache_key()

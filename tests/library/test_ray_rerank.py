@@ -23,7 +23,7 @@ from pyterrier_setenc.io import read_run, write_run
 from pyterrier_setenc.ray_rerank import EXTRA, RayReRanker, RayRunError, merge_shards, rerank_run
 
 from agreement import check_scores, config_depth, depth
-from conftest import FIXTURES
+from builders import FIXTURES
 
 QUERIES = 4  # real 100-passage DL19 lists per test
 BLOCKS = 37  # the reader cuts the 400 rows into blocks of 10 or 11 rows: every list lies in several blocks
@@ -165,7 +165,7 @@ def test_without_ray_the_error_names_the_extra(monkeypatch):
 def test_tirex_entry_point_with_ray_workers_writes_the_in_process_run(ray_cluster, tmp_path):
     from pyterrier_setenc.tirex import main
 
-    from conftest import SLICE
+    from builders import SLICE
 
     source, model = SLICE / "tirex-sample", str(FIXTURES / "setenc-int")
     with one_thread():
@@ -183,7 +183,7 @@ def test_tirex_entry_point_with_ray_workers_writes_the_in_process_run(ray_cluste
 def test_tirex_entry_point_without_ray_names_the_extra(monkeypatch, tmp_path, capsys):
     from pyterrier_setenc.tirex import main
 
-    from conftest import SLICE
+    from builders import SLICE
 
     monkeypatch.setitem(sys.modules, "ray", None)
     code = main(["--input", str(SLICE / "tirex-sample"), "--output", str(tmp_path), "--model",

@@ -22,7 +22,7 @@ from pyterrier_setenc import SetEncoderReRanker
 from pyterrier_setenc.__main__ import main as package_main
 from pyterrier_setenc.rerank_command import main
 
-from conftest import DATA, REPO, SLICE, read_rerank, requires_data
+from builders import DATA, REPO, SLICE, read_rerank, requires_data
 
 DL19 = SLICE / "trec-dl-2019"
 RERANK = DL19 / "bm25-top100.rerank.jsonl.gz"

@@ -22,7 +22,7 @@ from pyterrier_setenc import (
 )
 
 from agreement import check_frames, check_scores, depth
-from conftest import FIXTURES
+from builders import FIXTURES
 
 pytestmark = pytest.mark.numerics
 

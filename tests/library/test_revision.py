@@ -12,7 +12,7 @@ from pyterrier_setenc import SetEncoderReRanker, load_reranker
 from pyterrier_setenc.rerank_command import main
 from pyterrier_setenc.settings import RerankerSettings, SettingsError, split_revision
 
-from conftest import SLICE
+from builders import SLICE
 
 HUB_ID = "example-org/set-encoder-tiny"
 

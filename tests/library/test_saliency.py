@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from pyterrier_setenc import CrossEncoder, load_reranker
 from pyterrier_setenc.saliency import OTHERS, PASSAGE, QUERY, SELF, SPECIAL, TOKEN_TYPES, attention_saliency
 
-from conftest import FIXTURES, SLICE, build_hf_cross_encoder
+from builders import FIXTURES, SLICE, build_hf_cross_encoder
 
 TOLERANCE = 1e-5  # float32 against float64 / another float32 implementation
 
@@ -231,7 +231,7 @@ def test_experiment_writes_a_checked_result_and_reuses_it(tmp_path, monkeypatch)
     from pyterrier_setenc.saliency import attention_saliency as direct
     topics = pd.read_csv(SLICE / "trec-dl-2019" / "topics.tsv", sep="\t", header=None, dtype=str).head(2)
     module = CrossEncoder.from_pretrained(FIXTURES / "setenc-int")
-    from conftest import read_rerank
+    from builders import read_rerank
     frame = read_rerank(SLICE / "trec-dl-2019" / "bm25-top100.rerank.jsonl.gz").sort_values(["qid", "rank"])
     means = [direct(module, frame[frame["qid"] == qid]["query"].iloc[0],
                     frame[frame["qid"] == qid]["text"].head(8).tolist()).mean() for qid in topics[0]]

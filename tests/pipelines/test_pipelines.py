@@ -18,7 +18,7 @@ from pipelines.data import DataFileError, load_benchmark
 from pipelines.dl import table1
 from pipelines.evaluation import aggregate
 
-from conftest import DATA, SLICE, requires_data
+from builders import DATA, SLICE, requires_data
 
 # The "Checks" table of ../shared/data/README.md: figures computed on the data files with ir_measures and equal to
 # the published figures of those runs (an independent evaluation of the same files).

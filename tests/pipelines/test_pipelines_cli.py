@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 
-from conftest import FIXTURES, REPO, SLICE
+from builders import FIXTURES, REPO, SLICE
 
 COMMANDS = ["dl19", "dl20", "depth", "permutation", "corpora"]
 HEAVY = ("torch", "transformers", "pyterrier")  # top-level packages --help must not import

@@ -16,7 +16,7 @@ from pyterrier_setenc.io import read_run
 from pyterrier_setenc.tolerance import score_tolerance
 
 from agreement import config_depth
-from conftest import DATA, FIXTURES, REPO, SLICE, build_hf_cross_encoder, requires_data
+from builders import DATA, FIXTURES, REPO, SLICE, build_hf_cross_encoder, requires_data
 
 
 @pytest.fixture(scope="module")

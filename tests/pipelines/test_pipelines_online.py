@@ -16,7 +16,7 @@ from pipelines import data as pipelines_data
 from pipelines.data import BenchmarkSpec, load_benchmark
 from pyterrier_setenc.io import read_qrels, read_topics
 
-from conftest import FIXTURES, SLICE
+from builders import FIXTURES, ONLINE, SLICE, readme_snippet
 
 DL19 = "setenc-test/dl19-slice"  # corpus: the passages of the slice's DL19 BM25 lists
 NOVELEVAL = "setenc-test/noveleval-slice"  # a whole corpus: the slice's NovelEval passages
@@ -128,7 +128,6 @@ def test_readme_online_snippet_runs_against_the_registered_datasets(online_dl19,
     """The README's online snippet as written, with its ir_datasets ids mapped onto the registered slice, the hub's
     PISA index onto a local one and the hub's models onto the test checkpoints."""
     import pyterrier as pt
-    from test_readme import ONLINE, readme_snippet
 
     import pyterrier_setenc
 

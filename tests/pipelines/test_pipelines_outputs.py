@@ -31,7 +31,7 @@ from pipelines.output import OutputError, verify_result
 from pyterrier_setenc import io as io_module
 from pyterrier_setenc.settings import RerankerSettings
 
-from conftest import FIXTURES, REPO, SLICE
+from builders import FIXTURES, REPO, SLICE
 from filesystem import CODES
 
 QUIET = RerankerSettings(verbose=False)

@@ -3,7 +3,7 @@ training code and the benchmarks has a row, and every module a row names exists.
 
 import re
 
-from conftest import REPO
+from builders import REPO
 
 PACKAGES = ("pyterrier_setenc", "pipelines", "training", "benchmarks")
 

@@ -15,7 +15,7 @@ from pyterrier_setenc import CrossEncoder
 from pyterrier_setenc.io import candidate_lists, read_rerank
 
 from agreement import check_scores, depth
-from conftest import FIXTURES, REPO, SLICE
+from builders import FIXTURES, REPO, SLICE
 
 
 def test_flops_by_hand():

@@ -8,7 +8,7 @@ import setuptools
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from conftest import REPO, lock_pins
+from builders import REPO, lock_pins
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
@@ -98,7 +98,7 @@ def test_the_sdist_holds_the_tests_with_their_conftest_and_data(tmp_path):
         names = {name.removeprefix(root + "/") for name in archive.getnames()}
     committed = subprocess.run(["git", "ls-files", "tests/data", "tests/fixtures"], cwd=REPO, capture_output=True,
                                text=True).stdout.split()
-    expected = {"LICENSE", "tests/conftest.py", "tests/agreement.py", "pipelines/dl19.py", "training/teacher.py",
-                *committed}
+    expected = {"LICENSE", "tests/conftest.py", "tests/builders.py", "tests/agreement.py", "pipelines/dl19.py",
+                "training/teacher.py", *committed}
     assert expected <= names, sorted(expected - names)[:10]
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]

@@ -10,20 +10,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, requires_data
-
-
-def readme_snippet(marker: str) -> str:
-    """The first ```python block of README.md whose code contains ``marker``."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    for code in re.findall(r"```python\n(.*?)```", text, flags=re.S):
-        if marker in code:
-            return code
-    raise AssertionError(f"README.md has no python block with {marker!r}")
-
-
-ONLINE = "irds:msmarco-passage/trec-dl-2019/judged"
-OFFLINE = 'load_benchmark("dl19", data_dir="../shared/data"'
+from builders import OFFLINE, ONLINE, REPO, readme_snippet, requires_data
 
 
 @pytest.mark.parametrize("marker", [ONLINE, OFFLINE], ids=["online", "offline"])

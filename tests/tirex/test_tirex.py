@@ -34,7 +34,7 @@ from pyterrier_setenc.tirex import main, rerank_file
 from pyterrier_setenc.tolerance import score_tolerance
 
 from agreement import check_scores, config_depth, depth
-from conftest import FIXTURES, REPO, SLICE, build_hf_cross_encoder, lock_pins
+from builders import FIXTURES, REPO, SLICE, build_hf_cross_encoder, lock_pins
 
 SAMPLE = SLICE / "tirex-sample" / "rerank.jsonl.gz"
 DOCKERFILE = REPO / "tira" / "Dockerfile"

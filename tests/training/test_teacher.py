@@ -9,7 +9,7 @@ from pipelines.models import TEACHER_ROW, default_models
 from pyterrier_setenc import embedded
 
 from agreement import check_scores
-from conftest import vocab_folder
+from builders import vocab_folder
 
 
 @pytest.fixture(scope="module")

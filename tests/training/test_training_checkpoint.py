@@ -5,7 +5,6 @@ saved checkpoint is also scored by lightning-ir itself and compared."""
 
 import json
 import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,7 +19,7 @@ from training.export import save_checkpoint
 from training.model import build_model, load_model, score
 
 from agreement import check_scores, depth
-from conftest import FIXTURES, copy_tokenizer
+from builders import FIXTURES, build_backbone
 
 pytestmark = pytest.mark.numerics
 
@@ -28,25 +27,6 @@ QUERIES = ["what is a lobster roll", "how do plants make food"]
 LISTS = [["A lobster roll is a sandwich of lobster meat.", "Lobsters live in the sea.", "Bread is baked."],
          ["Photosynthesis turns light into sugar.", "Plants need water.", "Lobster rolls are tasty.",
           "Leaves are green because of chlorophyll."]]
-
-
-def build_backbone(target: Path, kind: str = "bert", seed: int = 0) -> Path:
-    """A tiny random BERT or ELECTRA saved with ``save_pretrained``, with the BERT-uncased tokenizer files."""
-    from transformers import BertConfig, BertModel, ElectraConfig, ElectraModel
-
-    torch.manual_seed(seed)
-    common = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                  max_position_embeddings=512)
-    model = BertModel(BertConfig(**common)) if kind == "bert" else ElectraModel(ElectraConfig(embedding_size=16,
-                                                                                             **common))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "LayerNorm" not in name:
-                parameter.normal_(0, 0.3)
-    target.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(target)
-    copy_tokenizer(target)
-    return target
 
 
 @pytest.fixture(scope="module", params=["bert", "electra"])

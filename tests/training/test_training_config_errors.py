@@ -11,7 +11,7 @@ from training.config import ConfigError, DataSource, TrainConfig
 from training.losses import LOSSES
 from training.model import lightning_ir_config
 
-from conftest import REPO
+from builders import REPO
 
 # the YAML of a good configuration, one raw text per setting; a row replaces (or with None removes) one of them
 BASE = {"output_dir": "runs/training/x", "backbone": "some/backbone", "kind": "set-encoder", "learning_rate": "1.0e-4",

@@ -12,7 +12,7 @@ import pytest
 
 from training.trainer import TrainConfig
 
-from conftest import REPO, requires_data
+from builders import REPO, requires_data
 
 CONFIGS = sorted((REPO / "training" / "configs").glob("*.yaml"))
 LOCAL = ["dl21-mono.yaml", "dl21-set-encoder.yaml"]  # data in ../shared/data; the others read MS MARCO online

@@ -10,7 +10,7 @@ import pytest
 from pyterrier_setenc.io import read_qrels
 from training.data import GradedCandidates, HardNegatives, Mixture, TeacherRanking, build_source
 
-from conftest import DATA, requires_data
+from builders import DATA, requires_data
 
 
 @pytest.fixture()

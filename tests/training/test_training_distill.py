@@ -93,7 +93,7 @@ def test_mean_pooling_head_equals_transformers_mean_of_the_last_hidden_state(tmp
 
     from training.model import build_model
 
-    from conftest import vocab_folder
+    from builders import vocab_folder
 
     torch.manual_seed(0)
     bert = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

@@ -20,7 +20,7 @@ from training.config import TrainConfig
 from training.run import DamagedStateError, RunLock, RunLockedError, RunMismatchError, RunWriteError
 from training.trainer import Trainer
 
-from conftest import REPO
+from builders import REPO
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_training_checkpoint import build_backbone, frame
+from test_training_checkpoint import frame
 
 from pyterrier_setenc import SetEncoderReRanker
 from training.trainer import TrainConfig, Trainer, linear_schedule
 
-from conftest import REPO
+from builders import REPO, build_backbone
 
 WORDS = ["lobster", "roll", "plant", "sugar", "river", "stone", "music", "train", "cloud", "bread", "paper", "glass"]
 

@@ -11,7 +11,7 @@ import pytest
 
 from pyterrier_setenc import CrossEncoder
 
-from conftest import FIXTURES, REPO
+from builders import FIXTURES, REPO
 
 
 def glibc() -> bool:

@@ -12,7 +12,7 @@ import pyterrier_setenc._engine.attention as attention
 from pyterrier_setenc import CrossEncoder
 
 from agreement import ERRORS, PARTNER_MISSING, check_scores, deliberate, depth
-from conftest import FIXTURES
+from builders import FIXTURES
 
 pytestmark = pytest.mark.numerics
 

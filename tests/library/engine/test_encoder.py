@@ -10,7 +10,7 @@ from pyterrier_setenc._engine.batching import DEFAULT_TOKEN_BUDGET
 from pyterrier_setenc._engine.encoder import Embeddings
 
 from agreement import check_scores
-from conftest import FIXTURES
+from builders import FIXTURES
 
 pytestmark = pytest.mark.numerics
 

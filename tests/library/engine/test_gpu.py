@@ -10,7 +10,7 @@ from scipy.stats import kendalltau
 from pyterrier_setenc import CrossEncoder, SetEncoderReRanker, embedded
 
 from agreement import check_scores, depth
-from conftest import FIXTURES
+from builders import FIXTURES
 
 pytestmark = [pytest.mark.numerics,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none is available here)")]

@@ -8,7 +8,7 @@ from scipy.stats import kendalltau
 from pyterrier_setenc import CrossEncoder, SetEncoderReRanker, embedded
 from pyterrier_setenc._engine.numerics import WEIGHT_LEVELS, Int8Linear, quantize_int8
 
-from conftest import FIXTURES
+from builders import FIXTURES
 
 pytestmark = pytest.mark.numerics
 

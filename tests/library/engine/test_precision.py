@@ -15,7 +15,7 @@ from pyterrier_setenc._engine.batching import DEFAULT_TOKEN_BUDGET, GPU_TOKEN_BU
 from pyterrier_setenc._engine.precision import has_precision, resolve_dtype, set_precision
 from pyterrier_setenc.settings import RerankerSettings, SettingsError
 
-from conftest import FIXTURES
+from builders import FIXTURES
 
 pytestmark = pytest.mark.numerics
 CPU = torch.device("cpu")
