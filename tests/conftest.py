@@ -1,5 +1,6 @@
-"""Shared test fixtures and hooks: the data slice, a random Set-Encoder checkpoint, the skipping of ``requires_data``
-tests without the full offline data, and the score-agreement summary.
+"""Shared test fixtures and hooks: the data slice, a random Set-Encoder checkpoint, the committed fixture checkpoints
+loaded once per session (read only), the skipping of ``requires_data`` tests without the full offline data, and the
+score-agreement summary.
 
 Builders and paths (``REPO``, ``FIXTURES``, ``DATA``, ``SLICE``, ``build_set_encoder``, ...) live in
 ``tests/builders.py``; import them from there (``from builders import FIXTURES``). Tests that need the full offline
@@ -54,6 +55,45 @@ def dl19() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def set_encoder_path(tmp_path_factory) -> Path:
     return build_set_encoder(tmp_path_factory.mktemp("setenc") / "ckpt")
+
+
+@pytest.fixture(scope="session")
+def fixture_model():
+    """Loads a committed fixture checkpoint (a folder of ``tests/fixtures``) as a
+    :class:`~pyterrier_setenc.CrossEncoder` once per session: ``fixture_model("setenc-int")``. Read only: a test may
+    score with it, never change it (weights, dtype, device, attributes); a test that changes a model loads its own."""
+    from pyterrier_setenc import CrossEncoder
+
+    loaded = {}
+
+    def load(name: str) -> CrossEncoder:
+        if name not in loaded:
+            loaded[name] = CrossEncoder.from_pretrained(FIXTURES / name)
+        return loaded[name]
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def fixture_rerankers() -> dict:
+    """One re-ranker of each class on its fixture, by name: ``setenc`` (SetEncoderReRanker on ``setenc-int``),
+    ``mono`` (MonoReRanker on ``mono``), ``listconranker`` (ListConRankerReRanker on ``listconranker``), each
+    constructed from the fixture's path as a string with ``verbose=False``, once per session. Read only, like
+    :func:`fixture_model`'s models."""
+    from pyterrier_setenc import ListConRankerReRanker, MonoReRanker, SetEncoderReRanker
+
+    classes = {"setenc": (SetEncoderReRanker, "setenc-int"), "mono": (MonoReRanker, "mono"),
+               "listconranker": (ListConRankerReRanker, "listconranker")}
+    return {name: cls(str(FIXTURES / folder), verbose=False) for name, (cls, folder) in classes.items()}
+
+
+@pytest.fixture(scope="session")
+def shipped_set_encoder():
+    """The shipped Set-Encoder (``pyterrier_setenc.embedded.SET_ENCODER``) as a SetEncoderReRanker on the CPU with
+    ``verbose=False``, loaded once per session; read only."""
+    from pyterrier_setenc import SetEncoderReRanker, embedded
+
+    return SetEncoderReRanker(embedded.SET_ENCODER, device="cpu", verbose=False)
 
 
 @pytest.fixture

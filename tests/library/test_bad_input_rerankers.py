@@ -28,9 +28,8 @@ def frame() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module", params=sorted(CLASSES))
-def reranker(request):
-    cls, path = CLASSES[request.param]
-    return cls(path, verbose=False)
+def reranker(request, fixture_rerankers):
+    return fixture_rerankers[request.param]
 
 
 # ---------------------------------------------------------------------------------------------- constructor arguments
@@ -237,12 +236,12 @@ def test_blank_passages_are_scored_as_empty_passages_with_a_warning(reranker, bl
 
 @pytest.mark.parametrize("blank", ["\x00\x00", "\x07\x1b\x7f", "\u200b\u200e\ufeff", " \x00\t\x00 ", "\ufffd",
                                    "\u0301"])
-def test_blank_texts_are_nothing_to_the_tokenizer(blank):
+def test_blank_texts_are_nothing_to_the_tokenizer(blank, fixture_model):
     """The independent source of the rule: the checkpoints' own tokenizer (Hugging Face ``tokenizers``) gives no
     word piece for these texts."""
     from pyterrier_setenc.reranker import is_blank
 
-    model = CrossEncoder.from_pretrained(FIXTURES / "mono")
+    model = fixture_model("mono")
     assert model.tokenizer.plain.encode(blank, add_special_tokens=False).ids == []
     assert is_blank(blank) and not is_blank(blank + "a")
 
@@ -333,7 +332,7 @@ def test_a_given_listconranker_model_is_not_converted_in_place():
     pd.testing.assert_frame_equal(ListConRankerReRanker(model, verbose=False)(frame()), before, check_exact=True)
 
 
-def test_a_given_model_that_needs_no_conversion_is_shared():
-    model = CrossEncoder.from_pretrained(FIXTURES / "mono")
+def test_a_given_model_that_needs_no_conversion_is_shared(fixture_model):
+    model = fixture_model("mono")
     assert MonoReRanker(model, device="cpu", verbose=False).module is model
     assert np.isfinite(MonoReRanker(model, verbose=False)(frame())["score"]).all()

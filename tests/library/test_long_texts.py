@@ -35,8 +35,8 @@ def frame(texts: list[str], query: str = "how long do fleas live") -> pd.DataFra
 
 
 @pytest.fixture(scope="module")
-def setenc():
-    return SetEncoderReRanker(embedded.SET_ENCODER, device="cpu", verbose=False)
+def setenc(shipped_set_encoder):
+    return shipped_set_encoder
 
 
 def test_cut_passages_are_reported_once_per_call(setenc):
@@ -86,7 +86,7 @@ def readme_recipe() -> dict:
     return namespace
 
 
-def test_the_readme_recipe_scores_documents_by_their_best_passage(dl19):
+def test_the_readme_recipe_scores_documents_by_their_best_passage(dl19, setenc):
     documents = readme_recipe()["documents"]
     lists = dl19[dl19["qid"] == dl19["qid"].iloc[0]].head(12)
     # documents of three passages each: longer than the model reads
@@ -95,7 +95,7 @@ def test_the_readme_recipe_scores_documents_by_their_best_passage(dl19):
                          "text": [" ".join(lists["text"].iloc[3 * i:3 * i + 3]) for i in range(4)]})
     assert max(map(word_pieces, docs["text"])) > 128
     with pytest.warns(LongTextWarning):
-        SetEncoderReRanker(embedded.SET_ENCODER, device="cpu", verbose=False)(docs)
+        setenc(docs)
     with warnings.catch_warnings():
         warnings.simplefilter("error", LongTextWarning)  # the passages of 64 words fit
         scored = documents(docs)

@@ -15,7 +15,7 @@ import pytest
 from ir_measures import nDCG
 from torch import nn
 
-from pyterrier_setenc import SetEncoderReRanker, embedded
+from pyterrier_setenc import SetEncoderReRanker
 from pyterrier_setenc.reranker import ReRanker
 
 from builders import build_set_encoder
@@ -73,8 +73,8 @@ def test_rank_refuses_bad_arguments_by_name(query, passages, top_k, error, messa
     assert reranker.calls == []  # refused before any scoring
 
 
-def test_rank_gives_the_transforms_scores_of_the_shipped_set_encoder(dl19):
-    reranker = SetEncoderReRanker(embedded.SET_ENCODER, device="cpu", verbose=False)
+def test_rank_gives_the_transforms_scores_of_the_shipped_set_encoder(dl19, shipped_set_encoder):
+    reranker = shipped_set_encoder
     lists = dl19[dl19["qid"] == dl19["qid"].iloc[0]].head(12)
     scored = reranker(lists[["qid", "query", "docno", "text"]])
     by_docno = dict(zip(scored["docno"], scored["score"]))

@@ -11,7 +11,6 @@ import pandas as pd
 import pyterrier as pt
 import pytest
 
-import pyterrier_setenc
 from pyterrier_setenc import (
     CrossEncoderReRanker,
     ListConRankerReRanker,
@@ -43,9 +42,8 @@ def small_frame() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module", params=sorted(CLASSES))
-def reranker(request) -> ReRanker:
-    cls, path = CLASSES[request.param]
-    return cls(str(path), verbose=False)
+def reranker(request, fixture_rerankers) -> ReRanker:
+    return fixture_rerankers[request.param]
 
 
 def test_inspect_inputs_and_outputs(reranker):
@@ -83,8 +81,8 @@ def test_attributes_round_trip(reranker):
     check_frames(changed(small_frame()), reranker(small_frame()), depth(reranker), what="another batch size")
 
 
-def test_attributes_round_trip_with_a_loaded_model():
-    model = pyterrier_setenc.CrossEncoder.from_pretrained(FIXTURES / "setenc-int")
+def test_attributes_round_trip_with_a_loaded_model(fixture_model):
+    model = fixture_model("setenc-int")
     reranker = SetEncoderReRanker(model, verbose=False)
     changed = pt.inspect.transformer_apply_attributes(reranker, batch_size=2)
     assert changed.model is model and changed.module is model  # no conversion needed: no copy

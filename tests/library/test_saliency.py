@@ -54,8 +54,8 @@ def shares_from_probabilities(rows: torch.Tensor, types: list[int], others: torc
 
 
 @pytest.mark.parametrize("fixture", ["setenc-int", "setenc-noint", "setenc-bert-nosample", "mono", "mono-2class"])
-def test_scores_equal_the_fast_path(fixture, lists):
-    module = CrossEncoder.from_pretrained(FIXTURES / fixture)
+def test_scores_equal_the_fast_path(fixture, lists, fixture_model):
+    module = fixture_model(fixture)
     for query, passages in lists:
         fast = module.score_lists([query], [passages])[0]
         for token in ("interaction", "first"):
@@ -144,9 +144,9 @@ def dense_set_encoder(folder, input_ids: list[list[int]], token_type_ids: list[l
     return scores[:, 0], probabilities
 
 
-def test_set_encoder_shares_equal_a_dense_float64_attention(lists):
+def test_set_encoder_shares_equal_a_dense_float64_attention(lists, fixture_model):
     folder = FIXTURES / "setenc-int"
-    module = CrossEncoder.from_pretrained(folder)
+    module = fixture_model("setenc-int")
     assert module.backbone.interaction_position == 1
     query, passages = lists[0]
     encoded = module.tokenizer([query] * len(passages), passages)
@@ -188,8 +188,8 @@ def test_uniform_attention_gives_the_hand_counts():
     assert single.shares[..., OTHERS].abs().max().item() == 0
 
 
-def test_bad_arguments_are_refused():
-    module = CrossEncoder.from_pretrained(FIXTURES / "mono")
+def test_bad_arguments_are_refused(fixture_model):
+    module = fixture_model("mono")
     with pytest.raises(ValueError, match="token must be"):
         attention_saliency(module, "q", ["p"], token="cls")
     with pytest.raises(ValueError, match="at least one passage"):

@@ -143,7 +143,7 @@ def test_scaling_section_beyond_dl19_takes_dl20_passages(tmp_path, capsys):
     assert f"| {size} |" in capsys.readouterr().out
 
 
-def test_precision_benchmark_on_a_tiny_checkpoint(tmp_path, capsys):
+def test_precision_benchmark_on_a_tiny_checkpoint(tmp_path, capsys, fixture_model):
     """``benchmarks.precision`` on one DL19 list: float32 against itself is exact, bfloat16 is not, and the printed
     nDCG@10 is ir_measures' on the scores the benchmark reports. No timing is checked."""
     import ir_measures
@@ -165,7 +165,7 @@ def test_precision_benchmark_on_a_tiny_checkpoint(tmp_path, capsys):
     assert "torch capability" in figures["machine"] and figures["machine"] in capsys.readouterr().out
     queries, ranked, texts = candidate_lists(read_rerank(SLICE / RERANK))
     qid = next(iter(queries))
-    scores = CrossEncoder.from_pretrained(FIXTURES / "setenc-int").score_lists(
+    scores = fixture_model("setenc-int").score_lists(
         [queries[qid]], [[texts[d] for d in ranked[qid]]])[0].tolist()
     qrels = read_qrels(SLICE / "trec-dl-2019" / "qrels.txt")
     judged = [ir_measures.Qrel(r.qid, r.docno, int(r.label)) for r in qrels.itertuples() if r.qid == qid]

@@ -9,9 +9,7 @@ import textwrap
 
 import pytest
 
-from pyterrier_setenc import CrossEncoder
-
-from builders import FIXTURES, REPO
+from builders import REPO
 
 
 def glibc() -> bool:
@@ -69,9 +67,9 @@ def test_a_process_with_its_own_malloc_settings_keeps_them():
     assert kept == "False"
 
 
-def test_the_encoder_keeps_freed_memory_on_the_cpu(monkeypatch):
+def test_the_encoder_keeps_freed_memory_on_the_cpu(monkeypatch, fixture_model):
     calls = []
     monkeypatch.setattr("pyterrier_setenc._engine.encoder.keep_freed_memory", lambda: calls.append(1) or True)
-    model = CrossEncoder.from_pretrained(FIXTURES / "setenc-int")
+    model = fixture_model("setenc-int")
     model.score_lists(["a query"], [["one passage", "another passage"]])
     assert calls

@@ -5,18 +5,16 @@ tokens in one call (the way autograd runs it)."""
 import pytest
 import torch
 
-from pyterrier_setenc import CrossEncoder
 from pyterrier_setenc._engine.batching import DEFAULT_TOKEN_BUDGET
 from pyterrier_setenc._engine.encoder import Embeddings
 
 from agreement import check_scores
-from builders import FIXTURES
 
 pytestmark = pytest.mark.numerics
 
 
-def test_a_long_list_is_embedded_bucket_by_bucket(dl19, monkeypatch):
-    model = CrossEncoder.from_pretrained(FIXTURES / "setenc-int")
+def test_a_long_list_is_embedded_bucket_by_bucket(dl19, monkeypatch, fixture_model):
+    model = fixture_model("setenc-int")
     texts = list(dict.fromkeys(dl19["text"]))[:300]
     batch = model.encode([dl19["query"].iloc[0]] * len(texts), texts, [len(texts)])
     assert len(batch.buckets) > 1

@@ -56,8 +56,8 @@ def test_int8_linear_computes_the_quantized_arithmetic(smoothed):
     assert torch.equal(x, saved)  # the input is left as it was (it is the residual of the next layer)
 
 
-def test_int8_reranker_replaces_every_encoder_linear_layer(dl19):
-    exact = SetEncoderReRanker(FIXTURES / "setenc-int")
+def test_int8_reranker_replaces_every_encoder_linear_layer(dl19, fixture_rerankers):
+    exact = fixture_rerankers["setenc"]
     quantized = SetEncoderReRanker(FIXTURES / "setenc-int", int8=True)
     encoder = quantized.module.backbone.encoder
     assert not any(isinstance(module, torch.nn.Linear) for module in encoder.modules())

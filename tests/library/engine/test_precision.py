@@ -107,13 +107,13 @@ def test_command_line_dtypes():
         RerankerSettings.from_args(parser.parse_args(["--dtype", "auto", "--int8"]))
 
 
-def test_listconranker_in_half_precision(dl19):
+def test_listconranker_in_half_precision(dl19, fixture_rerankers):
     """The ListConRanker's BERT encoder in bfloat16, its list transformer in float32: finite scores that rank as
     float32's do (on the random fixture Kendall tau was 1.0 when measured)."""
     from pyterrier_setenc import ListConRankerReRanker
 
     frame = dl19[dl19["qid"] == dl19["qid"].iloc[0]].head(20)
-    exact = ListConRankerReRanker(FIXTURES / "listconranker", verbose=False)(frame)
+    exact = fixture_rerankers["listconranker"](frame)
     half = ListConRankerReRanker(FIXTURES / "listconranker", dtype="bfloat16", verbose=False)(frame)
     merged = exact.merge(half, on="docno", suffixes=("", "_half"))
     assert len(merged) == 20 and merged["score_half"].notna().all()
