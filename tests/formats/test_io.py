@@ -1,4 +1,4 @@
-"""The I/O module (``pyterrier_setenc.io``) and atomic writes (``pyterrier_setenc.atomic``).
+"""The I/O module (``pyterrier_setenc.io``): readers and writers of the TIREx, TREC and JSONL files.
 
 Golden values come from independent readers: the ``tira`` client's loader (``all_lines_to_pandas``) and run
 normalisation (``normalize_run``) for TIREx files, ``ir_measures``' TREC readers for qrels and runs, and values
@@ -11,8 +11,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import ir_measures
@@ -22,13 +20,6 @@ import pytest
 from tira.io_utils import all_lines_to_pandas
 from tira.third_party_integrations import normalize_run as tira_normalize_run
 
-from pyterrier_setenc.atomic import (
-    OutputPathError,
-    atomic_folder,
-    atomic_write,
-    check_writable,
-    remove_stale_temporaries,
-)
 from pyterrier_setenc.io import (
     InputFileError,
     document_text,
@@ -337,70 +328,3 @@ def test_bad_runs_are_refused_and_the_earlier_file_kept(tmp_path, changes, tag, 
 def test_integer_ids_of_a_frame_are_written_in_decimal(tmp_path):
     frame = pd.DataFrame({"qid": np.array([3, 3]), "docno": [10, "x"], "score": [1.0, 2.0]})
     assert write_run(tmp_path / "r", frame, "t").read_text() == "3 Q0 x 1 2.0 t\n3 Q0 10 2 1.0 t\n"
-
-
-# --- atomic writes -------------------------------------------------------------------------------------------------
-
-def dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    return process.pid
-
-
-def test_stale_temporaries_are_removed_by_the_next_write(tmp_path):
-    target = tmp_path / "run.txt"
-    stale = [tmp_path / f".run.txt.{dead_pid()}.0123abcd.tmp", tmp_path / ".run.txt.k3x_9a0b.tmp"]  # old naming
-    kept = [tmp_path / f".run.txt.{os.getpid()}.0123abcd.tmp",  # a write of this process, still running
-            tmp_path / f".run.txt.bak.{dead_pid()}.0123abcd.tmp",  # another target's
-            tmp_path / ".run.txt.notes"]
-    for path in stale + kept:
-        path.write_text("partial")
-    atomic_write(target, lambda file: file.write("new\n"))
-    assert target.read_text() == "new\n"
-    assert sorted(tmp_path.iterdir()) == sorted(kept + [target])
-    assert remove_stale_temporaries(target) == []
-
-
-def test_a_failed_write_leaves_the_earlier_file(tmp_path):
-    target = write_text(tmp_path / "run.txt", "earlier\n")
-
-    def fail(file) -> None:
-        file.write("half")
-        raise RuntimeError("stop")
-
-    with pytest.raises(RuntimeError, match="stop"):
-        atomic_write(target, fail)
-    assert os.listdir(tmp_path) == ["run.txt"] and target.read_text() == "earlier\n"
-
-
-@pytest.mark.parametrize("exchange", [True, False], ids=["exchanged", "moved-aside"])
-def test_a_folder_is_replaced_as_a_whole_or_not_at_all(tmp_path, monkeypatch, exchange):
-    if not exchange:  # a system without renameat2: the earlier folder is moved aside first
-        monkeypatch.setattr("pyterrier_setenc.atomic.exchange_folders", lambda a, b: False)
-    target = tmp_path / "model"
-    with atomic_folder(target) as staging:
-        (staging / "config.json").write_text("first")
-        assert not target.exists() and staging.parent == tmp_path
-    assert os.listdir(target) == ["config.json"]
-    with pytest.raises(RuntimeError, match="stop"), atomic_folder(target) as staging:
-        (staging / "config.json").write_text("half")
-        raise RuntimeError("stop")
-    assert (target / "config.json").read_text() == "first" and os.listdir(tmp_path) == ["model"]
-    stale = tmp_path / f".model.{dead_pid()}.0123abcd.tmp"  # what a killed folder write leaves
-    (stale / "sub").mkdir(parents=True)
-    with atomic_folder(target) as staging:
-        (staging / "weights").write_text("second")
-    assert os.listdir(target) == ["weights"] and os.listdir(tmp_path) == ["model"]
-
-
-def test_check_writable(tmp_path):
-    assert check_writable(tmp_path / "new" / "deeper" / "run.txt") == tmp_path / "new" / "deeper" / "run.txt"
-    assert os.listdir(tmp_path / "new" / "deeper") == []  # made, and the probe removed
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputPathError, match=f"output {tmp_path / 'file'} is a file; it must be a folder"):
-        check_writable(tmp_path / "file" / "run.txt")
-    with pytest.raises(OutputPathError, match=f"output folder {tmp_path / 'file' / 'a'} cannot be written"):
-        check_writable(tmp_path / "file" / "a" / "run.txt")
-    (tmp_path / "run.txt").mkdir()
-    with pytest.raises(OutputPathError, match="is a folder; it must be a file"):
-        check_writable(tmp_path / "run.txt")
