@@ -221,7 +221,7 @@ def test_tirex_entry_point_names_a_cluster_that_is_not_there(tmp_path, capsys, m
 
     from pyterrier_setenc.tirex import main
 
-    from conftest import SLICE
+    from builders import SLICE
 
     if ray.is_initialized():
         ray.shutdown()
