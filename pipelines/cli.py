@@ -13,8 +13,8 @@ from pathlib import Path
 
 from pyterrier_setenc.settings import RerankerSettings, positive_int
 
-# the same names as in pipelines.collection, pipelines.orderings and pipelines.evaluation (tests/test_pipelines_cli.py
-# checks that they agree); here so that building a parser imports none of those
+# the same names as in pipelines.collection, pipelines.orderings and pipelines.evaluation
+# (tests/pipelines/test_pipelines_cli.py checks that they agree); here so that building a parser imports none of those
 DATA_DIR_ENV = "SETENC_DATA_DIR"
 CACHE_DIR_ENV = "SETENC_CACHE_DIR"
 UNJUDGED = 0.5

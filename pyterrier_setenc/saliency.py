@@ -5,7 +5,7 @@ The fused kernels of :mod:`.attention` never form the attention probabilities, s
 through a separate, exact attention with an explicit softmax on a padded (passages, tokens) layout of one list;
 every other step (embeddings, projections, feed-forward blocks, layer norms, scoring head) is the model's own module,
 run on the list's real tokens. The fast path is untouched, and the scores of this forward pass equal the fast
-path's to float32 rounding (``tests/test_saliency.py``).
+path's to float32 rounding (``tests/library/test_saliency.py``).
 
 Token types (:data:`TOKEN_TYPES`) partition every key the chosen token sees, so the shares sum to 1:
 

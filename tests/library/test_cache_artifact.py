@@ -22,7 +22,7 @@ import pytest
 from pyterrier_setenc import ListwiseCache, SetEncoderReRanker
 from pyterrier_setenc.caching import DATABASE, METADATA
 
-from conftest import FIXTURES, REPO
+from builders import FIXTURES, REPO
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]

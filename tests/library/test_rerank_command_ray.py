@@ -2,7 +2,7 @@
 writes without Ray, and bad Ray options end with a message that names the option.
 
 The golden run is the command's own run without Ray (itself checked against the re-ranker's frame API in
-tests/test_rerank_command.py), computed with torch on one thread like each actor; scores are compared within
+tests/library/test_rerank_command.py), computed with torch on one thread like each actor; scores are compared within
 float32's tolerance (:func:`agreement.check_scores`), everything else exactly."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pyterrier_setenc.io import read_run
 from pyterrier_setenc.rerank_command import main
 
 from agreement import check_scores, config_depth
-from conftest import FIXTURES, SLICE
+from builders import FIXTURES, SLICE
 
 RERANK = SLICE / "trec-dl-2019" / "bm25-top100.rerank.jsonl.gz"
 MODEL = FIXTURES / "setenc-int"

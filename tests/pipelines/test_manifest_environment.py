@@ -21,7 +21,7 @@ import torch
 from pipelines.dl import table1
 from pipelines.output import verify_result
 
-from conftest import FIXTURES, SLICE
+from builders import FIXTURES, SLICE
 
 SETTINGS = dict(data_dir=SLICE, queries=2, depth=10, verbose=False, correction=None)
 HELD_MIB = 384

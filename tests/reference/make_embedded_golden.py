@@ -6,7 +6,7 @@ Run from the repository root with a Python that has this package, pointing at th
 
 It scores the first three DL19 BM25 top-100 lists of the test slice (``tests/data``) with each shipped checkpoint
 in lightning-ir (``LightningIRModel.from_pretrained`` + ``CrossEncoderModule.score``, one list per forward pass) and
-writes ``tests/fixtures/embedded-golden.json``, which ``tests/test_embedded.py`` compares with this package.
+writes ``tests/fixtures/embedded-golden.json``, which ``tests/library/test_embedded.py`` compares with this package.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from tira.check_format import _fmt, check_format, lines_if_valid
 
 from pyterrier_setenc.tirex import main, rerank_file
 
-from conftest import FIXTURES, REPO, SLICE
+from builders import FIXTURES, REPO, SLICE
 
 SAMPLE = SLICE / "tirex-sample"
 MODEL = FIXTURES / "setenc-int"
