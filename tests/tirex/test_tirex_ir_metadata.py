@@ -34,14 +34,18 @@ from builders import FIXTURES, REPO, SLICE
 SAMPLE = SLICE / "tirex-sample"
 MODEL = FIXTURES / "setenc-int"
 # the child reports what it used: the high-water mark of its whole life (getrusage, never reset by the run's own
-# measurement at its end) and torch's default threads, both read after the entry point returned
+# measurement at its end), torch's default threads and the distributions importlib.metadata finds on its own
+# sys.path (this test process's differs: collecting other tests may add setuptools' vendored packages), all read after
+# the entry point returned
 CHILD = """
 import json, resource, sys, torch
+from importlib import metadata
 from pyterrier_setenc.tirex import main
 sys.argv = ["pyterrier-setenc-tirex", *sys.argv[1:]]
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "threads": torch.get_num_threads(), "argv": sys.argv, "executable": sys.executable}))
+                  "threads": torch.get_num_threads(), "argv": sys.argv, "executable": sys.executable,
+                  "distributions": len({(d.metadata["Name"], d.version) for d in metadata.distributions()})}))
 """
 
 
@@ -90,7 +94,7 @@ def test_the_software(written):
     packages = implementation["python"]["packages"]
     for name in ("torch", "transformers", "python-terrier", "numpy", "tira"):
         assert f"{name}=={metadata.version(name)}" in packages, name
-    assert len(packages) == len({(d.metadata["Name"], d.version) for d in metadata.distributions()})
+    assert len(packages) == child["distributions"]
     software = meta["platform"]["software"]
     assert software["torch"] == torch.__version__ and software["pyterrier-setenc"] == metadata.version(
         "pyterrier-setenc")
