@@ -1,14 +1,14 @@
 """Re-ranking on a Ray cluster: any of the suite's re-rankers over a Ray Dataset, each query's list kept whole.
 
-The candidates (a result frame, or ``rerank.jsonl(.gz)`` files read by :func:`pyterrier_setenc.io.read_rerank`)
-become a Ray Dataset in ``blocks`` blocks, cut at any row. A hash shuffle by qid (``repartition(keys=["qid"])``,
-whose blocks Ray never splits, run to its end before the actors start so that it cannot wait for CPUs the actors
-hold) makes ``partitions`` blocks of whole queries; a pool of actors, each holding one loaded re-ranker
-(``num_gpus`` per actor), scores one block a call (``map_batches(batch_size=None)``) with the re-ranker's
+The candidates (a result frame) become a Ray Dataset in ``blocks`` blocks, cut at any row. A hash shuffle by qid
+(``repartition(keys=["qid"])``, whose blocks Ray never splits, run to its end before the actors start so that it cannot
+wait for CPUs the actors hold) makes ``partitions`` blocks of whole queries; a pool of actors, each holding one loaded
+re-ranker (``num_gpus`` per actor), scores one block a call (``map_batches(batch_size=None)``) with the re-ranker's
 ``transform`` and writes the scores as a TREC run shard (written atomically, named by the block's rows, so that a
-retried call replaces its own shard). The driver merges the shards and checks that every (qid, docno) of the input
-is there exactly once and that each query was scored in one piece, then returns the frame the in-process re-ranker
-would return, or writes one run atomically with :func:`pyterrier_setenc.io.write_run`.
+retried call replaces its own shard). The driver merges the shards and checks that every (qid, docno) of the input is
+there exactly once and that each query was scored in one piece, then returns the frame the in-process re-ranker would
+return. Files are re-ranked on Ray by the command lines (``pyterrier-setenc rerank ... --ray-workers N``, the TIREx
+entry point) or in Python by :func:`pyterrier_setenc.tirex.rerank_file` with ``RerankerSettings(ray_workers=N)``.
 
 A worker process that dies is restarted by Ray Data and its call retried (without limit, Ray Data's default for
 actor pools, or ``retries`` times). On a cluster of several machines the shard folder must be on storage that every
@@ -22,15 +22,14 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyterrier as pt
 
-from .atomic import check_writable
-from .io import check_tag, default_tag, find_rerank, read_rerank, read_run, write_run
+from .io import read_run, write_run
 
 # the package is installed from its repository (it is not on PyPI): the extra from the clone's root
 EXTRA = 'pip install -e ".[ray]" in the repository\'s root (or bash scripts/install, which installs every extra)'
@@ -258,40 +257,3 @@ class RayReRanker(pt.Transformer):
             context.enable_progress_bars = progress_bars
             if not self.keep_shards:
                 shutil.rmtree(shard_dir, ignore_errors=True)
-
-
-def read_candidates(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """The candidates of one or more TIREx ``rerank.jsonl(.gz)`` files (or folders holding one), each read and
-    checked by :func:`pyterrier_setenc.io.read_rerank`; a (qid, docno) in two files is an error."""
-    sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
-    if not sources:
-        raise ValueError("no input files given")
-    frames = [read_rerank(find_rerank(source)).assign(source=str(source)) for source in sources]
-    frame = pd.concat(frames, ignore_index=True)
-    repeated = frame.duplicated(["qid", "docno"], keep=False)
-    if repeated.any():
-        row = frame[repeated].iloc[0]
-        files = frame.loc[repeated & (frame["qid"] == row["qid"]) & (frame["docno"] == row["docno"]), "source"]
-        raise ValueError(f"docno {row['docno']!r} of qid {row['qid']!r} occurs in more than one input: "
-                         f"{sorted(set(files))}")
-    return frame
-
-
-def rerank_run(candidates: pd.DataFrame | str | os.PathLike | Sequence[str | os.PathLike], run_path: str | os.PathLike,
-               model: str | os.PathLike, *, tag: str | None = None, depth: int = 1000, **options) -> Path:
-    """Re-ranks ``candidates`` (a frame with ``qid``, ``query``, ``docno``, ``text``, or TIREx input files) on Ray
-    and writes one TREC run to ``run_path`` atomically (:func:`pyterrier_setenc.io.write_run`: TIREx's order, at
-    most ``depth`` passages a query). The output path, the tag and the input are checked before anything is scored;
-    ``options`` go to :class:`RayReRanker`; the shards are written beside the run unless ``shard_dir`` says
-    otherwise.
-
-    >>> from pyterrier_setenc.ray_rerank import rerank_run
-    >>> rerank_run("dl19/rerank.jsonl.gz", "runs/dl19.txt", "webis/set-encoder-base", workers=2)  # doctest: +SKIP
-    """
-    run_path = check_writable(run_path)
-    tag = default_tag(model) if tag is None else tag
-    check_tag(tag)
-    frame = candidates if isinstance(candidates, pd.DataFrame) else read_candidates(candidates)
-    options.setdefault("shard_dir", run_path.parent)
-    scored = RayReRanker(model, **options)(frame[["qid", "query", "docno", "text"]])
-    return write_run(run_path, scored, tag, depth)

@@ -19,8 +19,8 @@ import pyterrier as pt
 import pytest
 
 from pyterrier_setenc import load_reranker
-from pyterrier_setenc.io import read_run, write_run
-from pyterrier_setenc.ray_rerank import EXTRA, RayReRanker, RayRunError, merge_shards, rerank_run
+from pyterrier_setenc.io import read_rerank, read_run, write_run
+from pyterrier_setenc.ray_rerank import EXTRA, RayReRanker, RayRunError, merge_shards
 
 from agreement import check_scores, config_depth, depth
 from builders import FIXTURES
@@ -100,7 +100,7 @@ def test_frame_equals_the_in_process_reranker(ray_cluster, lists, fixture):
     check_scores(got["score"], expected["score"], depth(load_reranker(path)), what=fixture)
 
 
-def test_run_from_files_equals_the_in_process_run_though_a_worker_dies(ray_cluster, lists, tmp_path):
+def test_a_file_scored_on_ray_equals_the_in_process_run_though_a_worker_dies(ray_cluster, lists, tmp_path):
     path = FIXTURES / "setenc-int"
     source = tmp_path / "rerank.jsonl.gz"
     with gzip.open(source, "wt", encoding="utf-8") as file:
@@ -108,16 +108,17 @@ def test_run_from_files_equals_the_in_process_run_though_a_worker_dies(ray_clust
             file.write(json.dumps(row) + "\n")
     expected = in_process(path, lists)
     marker = tmp_path / "died"
-    run = rerank_run(source, tmp_path / "out" / "run.txt", path, workers=2, blocks=BLOCKS, partitions=3,
-                     loader=dies_once_loader, marker=str(marker), list_size=100, verbose=False)
+    shard_dir = tmp_path / "out"
+    scored = RayReRanker(path, workers=2, blocks=BLOCKS, partitions=3, loader=dies_once_loader, marker=str(marker),
+                         list_size=100, shard_dir=shard_dir, verbose=False)(read_rerank(source))
     assert marker.exists()  # one worker process did end on its first call, and its call was retried
+    run = write_run(tmp_path / "run.txt", scored, "setenc-int")
     got = read_run(run)  # refuses a docno twice in a query's ranking
     assert len(got) == len(lists)
     assert set(zip(got["qid"], got["docno"])) == set(zip(lists["qid"], lists["docno"]))
     joined = expected.merge(got, on=["qid", "docno"], suffixes=("", "_ray"), validate="one_to_one")
-    check_scores(joined["score_ray"], joined["score"], config_depth(path), what="ray run from files")
-    assert run.read_text().split("\n", 1)[0].endswith(" setenc-int")
-    assert not list((tmp_path / "out").glob(".*"))  # no shard folder or temporary file left beside the run
+    check_scores(joined["score_ray"], joined["score"], config_depth(path), what="ray run from a file")
+    assert not list(shard_dir.glob(".*"))  # no shard folder left
 
 
 def shards(folder: Path, *runs: list[tuple[str, str, float]]) -> Path:
