@@ -16,20 +16,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from builders import (  # noqa: F401 (also importable from conftest, as before tests/builders.py)
+from builders import (
     DATA,
     FIXTURES,
-    REPO,
     REQUIRE_DATA,
     SLICE,
-    build_hf_cross_encoder,
     build_set_encoder,
-    copy_tokenizer,
-    lock_pins,
     read_rerank,
-    requires_data,
-    slice_qids,
-    vocab_folder,
 )
 
 collect_ignore = ["reference"]  # scripts for the reference environment (lightning-ir), not tests
