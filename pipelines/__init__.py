@@ -13,7 +13,7 @@ from importlib import import_module
 
 EXPORTS = {"Benchmark": "data", "DataFileError": "data", "DataFormatError": "data", "StoredRun": "data",
            "load_benchmark": "data", "resolve_data_dir": "data", "table1": "dl",
-           "permutation": "permutation", "depth_sweep": "depth", "corpora": "corpora",
+           "candidate_orders": "permutation", "depth_sweep": "depth", "corpora_table": "corpora",
            "saliency_by_layer": "saliency"}
 __all__ = sorted(EXPORTS)
 

@@ -48,16 +48,16 @@ def default_collections(data_dir: str | os.PathLike | None) -> list[str]:
     return [name for name in COLLECTIONS if name in present]
 
 
-def corpora(models: ModelsArg = (), collections: Sequence[str] | None = None, *, depth: int = 100,
-            measure=nDCG @ 10, correction: str | None = "holm", options: ExperimentOptions | None = None,
-            **settings) -> ExperimentResult:
+def corpora_table(models: ModelsArg = (), collections: Sequence[str] | None = None, *, depth: int = 100,
+                  measure=nDCG @ 10, correction: str | None = "holm", options: ExperimentOptions | None = None,
+                  **settings) -> ExperimentResult:
     """``bm25`` and ``(bm25 % depth >> model) ^ bm25`` on each collection; ``result.table`` has one row per system,
     one column per collection and the two means. Daggers mark significant differences from BM25 on a collection
     (paired t-test with ``correction``). The shared options (``data_dir``, ``queries``, ``output``, default
     ``results/corpora``, ...) are those of :class:`~pipelines.common.ExperimentOptions`, as keyword arguments or
     ``options``.
 
-    >>> result = corpora(["webis/set-encoder-base"], data_dir="../shared/data")  # doctest: +SKIP
+    >>> result = corpora_table(["webis/set-encoder-base"], data_dir="../shared/data")  # doctest: +SKIP
     """
     options = ExperimentOptions.of(options, settings, "corpora")
     if depth < 1:
@@ -118,7 +118,7 @@ def corpora(models: ModelsArg = (), collections: Sequence[str] | None = None, *,
 
 def main(argv: Sequence[str] | argparse.Namespace | None = None) -> ExperimentResult:
     """``python -m pipelines.corpora`` (options: :func:`pipelines.cli.corpora_parser`)."""
-    return run_command(command_line("corpora"), argv, lambda args, options: corpora(
+    return run_command(command_line("corpora"), argv, lambda args, options: corpora_table(
         models_of(args), args.collection or None, depth=args.depth, measure=parse_measures([args.measure], [])[0],
         correction=args.correction, options=options))
 

@@ -52,15 +52,16 @@ class PermutationResult(ExperimentResult):
     matrices: dict[str, dict[str, np.ndarray]]
 
 
-def permutation(benchmark: str = "dl19", models: ModelsArg = (), *, first_stage: str = "bm25", depth: int = 100,
-                seeds: Sequence[int] = (0, 1, 2), measure=nDCG @ 10, unjudged: float = UNJUDGED, bins: int = 10,
-                options: ExperimentOptions | None = None, **settings) -> PermutationResult:
+def candidate_orders(benchmark: str = "dl19", models: ModelsArg = (), *, first_stage: str = "bm25",
+                     depth: int = 100, seeds: Sequence[int] = (0, 1, 2), measure=nDCG @ 10,
+                     unjudged: float = UNJUDGED, bins: int = 10, options: ExperimentOptions | None = None,
+                     **settings) -> PermutationResult:
     """Runs the permutation experiment; ``result.table`` holds the measure per system (rows: the input orderings
     themselves, then each model) and ordering (columns), ``result.tables["invariance"]`` the invariance figures.
     The shared options (``data_dir``, ``queries``, ``output``, default ``results/permutation``, ...) are those of
     :class:`~pipelines.common.ExperimentOptions`, as keyword arguments or ``options``.
 
-    >>> result = permutation("dl19", ["webis/set-encoder-base"], data_dir="../shared/data")  # doctest: +SKIP
+    >>> result = candidate_orders("dl19", ["webis/set-encoder-base"], data_dir="../shared/data")  # doctest: +SKIP
     """
     options = ExperimentOptions.of(options, settings, "permutation")
     if not seeds:
@@ -155,7 +156,7 @@ def write_matrices(path: Path, matrices: dict[str, np.ndarray]) -> Path:
 
 def main(argv: Sequence[str] | argparse.Namespace | None = None) -> PermutationResult:
     """``python -m pipelines.permutation`` (options: :func:`pipelines.cli.permutation_parser`)."""
-    return run_command(command_line("permutation"), argv, lambda args, options: permutation(
+    return run_command(command_line("permutation"), argv, lambda args, options: candidate_orders(
         canonical_name(args.benchmark), models_of(args), first_stage=args.first_stage, depth=args.depth,
         seeds=args.seeds, measure=parse_measures([args.measure], [])[0], unjudged=args.unjudged, bins=args.bins,
         options=options))

@@ -4,10 +4,12 @@ name the way out; a rerun reuses every row's stored outputs and says so."""
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +64,23 @@ def test_parsers_name_what_the_experiments_use():
 
     assert (cli.DATA_DIR_ENV, cli.CACHE_DIR_ENV) == (collection.DATA_DIR_ENV, collection.CACHE_DIR_ENV)
     assert cli.UNJUDGED == orderings.UNJUDGED and common.CORRECTIONS is cli.CORRECTIONS
+
+
+def test_notebook_functions_are_not_shadowed_by_their_modules():
+    """``from pipelines import NAME`` gives the notebook function whether or not the experiment's module was imported
+    before (``python -m pipelines.NAME``, a test): a function named like a module of the package would be replaced by
+    the module once that is imported. The modules are listed from the folder, not from the package's code."""
+    import pipelines
+
+    modules = {path.stem for path in Path(pipelines.__file__).parent.glob("*.py")}
+    assert not modules & set(pipelines.EXPORTS), "rename these functions"
+    for name in ("table1", "depth_sweep", "candidate_orders", "corpora_table", "saliency_by_layer"):
+        assert callable(getattr(pipelines, name)) and not isinstance(getattr(pipelines, name), type(pipelines)), name
+    importlib.import_module("pipelines.permutation")
+    importlib.import_module("pipelines.corpora")
+    from pipelines import candidate_orders, corpora_table
+
+    assert candidate_orders.__module__ == "pipelines.permutation" and corpora_table.__module__ == "pipelines.corpora"
 
 
 @pytest.fixture

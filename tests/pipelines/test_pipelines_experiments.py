@@ -165,11 +165,11 @@ def test_corpora(tmp_path, mono):
 
 
 def test_reruns_are_identical(tmp_path, setenc):
-    from pipelines.permutation import permutation
+    from pipelines import candidate_orders
 
-    first = permutation("dl19", [setenc], data_dir=SLICE, depth=10, seeds=(7,), queries=2, output=tmp_path / "a",
+    first = candidate_orders("dl19", [setenc], data_dir=SLICE, depth=10, seeds=(7,), queries=2, output=tmp_path / "a",
                         verbose=False)
-    second = permutation("dl19", [setenc], data_dir=SLICE, depth=10, seeds=(7,), queries=2, output=tmp_path / "b",
+    second = candidate_orders("dl19", [setenc], data_dir=SLICE, depth=10, seeds=(7,), queries=2, output=tmp_path / "b",
                          verbose=False)
     for path in sorted((tmp_path / "a").rglob("*.run")) + [tmp_path / "a" / "results.csv"]:
         assert path.read_bytes() == (tmp_path / "b" / path.relative_to(tmp_path / "a")).read_bytes(), path

@@ -108,10 +108,10 @@ def test_table1_online_end_to_end(online_dl19, no_network, tmp_path):
 
 
 def test_whole_corpus_online_builds_and_caches_a_pisa_index(registered, monkeypatch, no_network, tmp_path):
-    from pipelines.corpora import corpora
+    from pipelines import corpora_table
 
     monkeypatch.delenv("SETENC_DATA_DIR", raising=False)
-    result = corpora([FIXTURES / "setenc-int"], [NOVELEVAL], queries=2, depth=5, output=tmp_path / "out",
+    result = corpora_table([FIXTURES / "setenc-int"], [NOVELEVAL], queries=2, depth=5, output=tmp_path / "out",
                      cache_dir=tmp_path / "cache", verbose=False)
     assert [p.name.split("-")[0] for p in (tmp_path / "cache" / "pisa").iterdir()] == ["setenc"]
     assert list(result.table["name"]) == ["BM25", "setenc-int"]
