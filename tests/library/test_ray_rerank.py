@@ -11,7 +11,6 @@ import gzip
 import json
 import os
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +22,7 @@ from pyterrier_setenc.io import read_rerank, read_run, write_run
 from pyterrier_setenc.ray_rerank import EXTRA, RayReRanker, RayRunError, merge_shards
 
 from agreement import check_scores, config_depth, depth
-from builders import FIXTURES
+from builders import FIXTURES, one_thread
 
 QUERIES = 4  # real 100-passage DL19 lists per test
 BLOCKS = 37  # the reader cuts the 400 rows into blocks of 10 or 11 rows: every list lies in several blocks
@@ -69,20 +68,6 @@ class DiesOnceChecksLists(pt.Transformer):
 
 def dies_once_loader(model, marker: str, list_size: int, **options) -> pt.Transformer:
     return DiesOnceChecksLists(load_reranker(model, **options), marker, list_size)
-
-
-@contextmanager
-def one_thread():
-    """Torch on one thread, like each actor (``num_cpus=1``): float32 sums taken in another order by more threads
-    differ in the last bits (up to 6e-6 on DL19 scores near 11)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def in_process(path: Path, frame: pd.DataFrame) -> pd.DataFrame:

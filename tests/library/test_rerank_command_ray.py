@@ -8,7 +8,6 @@ float32's tolerance (:func:`agreement.check_scores`), everything else exactly.""
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from pyterrier_setenc.io import read_run
 from pyterrier_setenc.rerank_command import main
 
 from agreement import check_scores, config_depth
-from builders import FIXTURES, SLICE
+from builders import FIXTURES, SLICE, one_thread
 
 RERANK = SLICE / "trec-dl-2019" / "bm25-top100.rerank.jsonl.gz"
 MODEL = FIXTURES / "setenc-int"
@@ -47,19 +46,6 @@ def first_stage(tmp_path_factory) -> Path:
     with gzip.open(path, "wt", encoding="utf-8") as target:
         target.writelines(json.dumps(row) + "\n" for row in rows if str(row["qid"]) in qids)
     return path
-
-
-@contextmanager
-def one_thread():
-    """Torch on one thread, like each actor (``num_cpus=1``): float32 sums in another order differ in the last bits."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def command(first_stage: Path, output: Path, *options: str) -> list[str]:
