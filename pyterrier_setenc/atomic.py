@@ -185,7 +185,7 @@ def check_writable(path: str | os.PathLike) -> Path:
     return path
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], binary: bool = False) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], object], binary: bool = False) -> Path:
     """Calls ``write(file)`` on a temporary file beside ``path``, then renames it to ``path``; on failure the
     temporary file is removed, ``path`` is as it was and an ``OSError`` is an :class:`OutputPathError` naming
     ``path``. A symbolic link at ``path`` is replaced by the file (its target is not touched). After the rename,

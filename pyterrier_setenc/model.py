@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -104,6 +105,7 @@ class CrossEncoder(nn.Module):
 
     float32_modules = ("head",)  # kept in float32 under half precision (pyterrier_setenc._engine.precision)
     last_cut_lengths: list[int] | None  # set by score_lists
+    tokenizer_path: Path  # the tokenizer files' folder of a model being trained (training.model sets it)
 
     def __init__(self, checkpoint: Checkpoint, max_length: int | None = None):
         super().__init__()

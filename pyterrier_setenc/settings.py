@@ -163,12 +163,15 @@ class RerankerSettings:
         return kwargs | ({"dtype": self.dtype} if self.dtype != "float32" else {}) | \
             ({"int8": True} if self.int8 else {}) | ({"revision": revision} if revision else {})
 
-    def resolved_dtype(self) -> str:
+    def resolved_dtype(self) -> Dtype:
         """The type the re-rankers compute with on this machine (``auto`` resolved for the device)."""
-        from ._engine.precision import dtype_name, resolve_dtype
+        import torch
+
+        from ._engine.precision import resolve_dtype
         from .reranker import resolve_device
 
-        return dtype_name(resolve_dtype(self.dtype, resolve_device(self.device)))
+        dtype = resolve_dtype(self.dtype, resolve_device(self.device))
+        return "bfloat16" if dtype == torch.bfloat16 else "float16" if dtype == torch.float16 else "float32"
 
     def join_ray(self) -> None:
         """With ``ray_workers``: joins the Ray cluster of ``ray_address`` now (else the running session, else a new
