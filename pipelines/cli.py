@@ -32,7 +32,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows a default where it tells something: not where the help already names it, nor ``None``, ``[]`` or
     ``False`` (an option not given)."""
 
-    def _get_help_string(self, action: argparse.Action) -> str:
+    def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
         if "default" in text or any(action.default is empty for empty in (None, False, argparse.SUPPRESS)) \
                 or action.default == []:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -77,7 +77,8 @@ def rerank(model: Model, inputs: pd.DataFrame, folder: ResultFolder | None, stem
             if reused is not None:
                 reused.append(stem)
             return stored
-    results = io.rank_results(model.transformer(inputs)[["qid", "docno", "score"]])  # as a stored one reads back
+    # as a stored one reads back; pt.Transformer's call returns a DataFrame for one (typed as a union of its inputs)
+    results = io.rank_results(cast(pd.DataFrame, model.transformer(inputs))[["qid", "docno", "score"]])
     if folder is not None:
         folder.store(stem, results, key, {"model": model.name, "identity": model.identity})
     return results
@@ -245,10 +246,16 @@ class ExperimentRun:
         devices = [entry["device"] for entry in self.resources.values()]
         return environment(devices[0] if devices else self.options.device)
 
+    def output_folder(self) -> ResultFolder:
+        """The open output folder; only a run with one (``output`` not ``None``) writes files."""
+        if self.folder is None:
+            raise RuntimeError("this run has no output folder (output=None): it writes no files")
+        return self.folder
+
     def path(self, relative: str) -> Path:
         """Where the result's file ``relative`` is written (it becomes part of the result)."""
         self.files.append(relative)
-        return self.folder.path(relative)
+        return self.output_folder().path(relative)
 
     def write_runs(self, runs: Mapping[str, pd.DataFrame], folder: str = "runs") -> None:
         """Each run as ``FOLDER/NAME.run`` (a file-name-safe NAME), tagged with its name."""
@@ -259,19 +266,20 @@ class ExperimentRun:
                     title: str | None = None) -> None:
         """``STEM.csv`` and ``STEM.md`` (:func:`pipelines.output.write_table`)."""
         self.files += [f"{stem}.csv", f"{stem}.md"]
-        write_table(self.folder.path("."), stem, table, markdown, title=title)
+        write_table(self.output_folder().path("."), stem, table, markdown, title=title)
 
     def commit(self, result: ExperimentResult, **settings) -> ExperimentResult:
         """Writes the manifest with ``settings`` and makes the folder the complete result; ``result.files`` are
         its files. Says (on stderr) for each row whose stored outputs were reused how many."""
+        folder = self.output_folder()
         for name, stems in self.reused.items():
             if stems:
                 print(f"reused {len(stems)} of {self.reranked[name]} stored outputs of {name} "
-                      f"({self.folder.final / CACHE})", file=sys.stderr)
+                      f"({folder.final / CACHE})", file=sys.stderr)
         details = {"environment": self.environment(),
                    "resources": {"run": self.used.as_dict(), "models": self.resources}}
-        result.files = self.folder.commit(self.files, settings_of(**settings), settings_of(**details))
-        result.folder = self.folder.final
+        result.files = folder.commit(self.files, settings_of(**settings), settings_of(**details))
+        result.folder = folder.final
         return result
 
 

@@ -27,9 +27,9 @@ def experiment(runs: Mapping[str, pd.DataFrame], topics: pd.DataFrame, qrels: pd
     names = list(runs)
     if baseline is not None and len(names) < 2:
         baseline = None
-    kwargs = dict(baseline=baseline, correction=correction, correction_alpha=alpha) if baseline is not None else {}
     table = pt.Experiment([runs[name] for name in names], topics, qrels, list(measures), names=names,
-                          verbose=False, **kwargs)
+                          verbose=False, baseline=baseline, correction=correction if baseline is not None else None,
+                          correction_alpha=alpha)
     for measure in map(str, measures):  # an undefined p-value (NaN) rejects nothing
         p_column = next((c for c in (f"{measure} p-value corrected", f"{measure} p-value") if c in table.columns), None)
         if f"{measure} reject" in table.columns and p_column is not None:

@@ -16,7 +16,8 @@ from pyterrier_setenc.settings import RerankerSettings
 
 from .output import safe_name
 
-ModelsArg = Mapping[str, pt.Transformer | str | os.PathLike] | Sequence[str | os.PathLike | pt.Transformer]
+ModelSource = pt.Transformer | str | os.PathLike  # a re-ranker, or a checkpoint to load
+ModelsArg = Mapping[str, ModelSource] | Sequence[ModelSource]
 
 
 @dataclass
@@ -78,12 +79,15 @@ def distinct_names(sources: list[str]) -> list[str]:
         groups: dict[str, list[int]] = {}
         for i, name in enumerate(names):
             groups.setdefault(name, []).append(i)
-        clashing = [i for group in groups.values() if len(group) > 1 and None not in (paths[i] for i in group)
-                    and len({paths[i] for i in group}) == len(group) for i in group if len(paths[i].parts) > parts]
+        clashing: list[tuple[int, Path]] = []
+        for group in groups.values():
+            folders = [path for path in (paths[i] for i in group) if path is not None]
+            if len(group) > 1 and len(folders) == len(group) and len(set(folders)) == len(group):
+                clashing += [(i, path) for i, path in zip(group, folders) if len(path.parts) > parts]
         if not clashing:
             return names  # distinct, or the same folder twice (refused by the caller)
-        for i in clashing:
-            names[i] = "/".join(paths[i].parts[-parts:])
+        for i, path in clashing:
+            names[i] = "/".join(path.parts[-parts:])
 
 
 def code_fingerprint() -> str:
@@ -101,8 +105,9 @@ def checkpoint_identity(source: str, transformer: pt.Transformer) -> dict[str, A
     (class, settings, configuration and a digest of the weights: the identity :class:`~pyterrier_setenc.ListwiseCache`
     keys on too); on Ray, where the weights live in the actors, the checkpoint's name and the revision of its local
     snapshot (a hub id) or the names, sizes and modification times of its files (a folder)."""
-    if callable(getattr(transformer, "cache_key", None)):
-        return {"checkpoint": source, "weights": transformer.cache_key()}
+    cache_key = getattr(transformer, "cache_key", None)
+    if callable(cache_key):
+        return {"checkpoint": source, "weights": cache_key()}
     path = Path(source).expanduser()
     if path.exists():
         digest = hashlib.sha256()
@@ -130,6 +135,7 @@ def resolve_models(models: ModelsArg, settings: RerankerSettings = DEFAULT_SETTI
     on Ray actors); transformers are used as they are. Names must be distinct, also as file names, and differ from
     ``reserved`` (the other rows). ``dtype="auto"`` is resolved here, so that the actors and the stored outputs'
     identity take what this machine chose."""
+    entries: list[tuple[str | None, ModelSource]]
     if isinstance(models, Mapping):
         entries = [(str(name), model) for name, model in models.items()]
     else:

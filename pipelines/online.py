@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 import pyterrier as pt
@@ -49,7 +50,8 @@ def load_online(name: str, first_stage: str, *, cache_dir: Path, candidates: int
     topics, qrels = irds_topics(dataset), irds_qrels(dataset)
     if spec is not None and spec.pisa_index is not None:
         index = PisaIndex.from_hf(spec.pisa_index)
-        texts = pt.text.get_text(pt.get_dataset(f"irds:{spec.corpus or irds_id}"), "text")
+        corpus = cast(pt.text.HasTextLoader, pt.get_dataset(f"irds:{spec.corpus or irds_id}"))  # an ir_datasets one
+        texts = pt.text.get_text(corpus, "text")
         transformer = index.bm25(num_results=candidates) >> texts
         source = f"BM25 over {spec.pisa_index}"
     else:

@@ -83,7 +83,7 @@ def saliency_figure(table: pd.DataFrame, title: str):
     kinds = [c for c in table.columns if c not in ("model", "layer")]
     figure, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models) + 1.2, 3.6), squeeze=False, sharey=True,
                                 constrained_layout=True)
-    colours = plt.get_cmap("tab10").colors
+    colours = matplotlib.color_sequences["tab10"]  # the colours of the tab10 colour map
     for axis, model in zip(axes[0], models):
         rows = table[table["model"] == model].sort_values("layer")
         layers = rows["layer"].to_numpy(dtype=int)

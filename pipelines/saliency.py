@@ -89,9 +89,7 @@ def saliency_by_layer(models: ModelsArg = (), benchmarks: Sequence[str] = BENCHM
         benches = [run.benchmark(name, first_stage, depth) for name in names]
         rerankers = run.load_models(models or default_checkpoints(), reserved=[])
         for model in rerankers:
-            if not isinstance(getattr(model.transformer, "module", None), CrossEncoder):
-                raise ValueError(f"--model {model.name}: attention saliency needs a cross-encoder (a Set-Encoder or "
-                                 f"mono checkpoint); {type(model.transformer).__name__} is none")
+            cross_encoder(model)  # each checked before any work
         frames = []
         steps = [(model, bench) for model in rerankers for bench in benches]
         for model, bench in run.progress(steps, "model x benchmark"):
@@ -123,6 +121,15 @@ def saliency_by_layer(models: ModelsArg = (), benchmarks: Sequence[str] = BENCHM
     return result
 
 
+def cross_encoder(model: Model) -> CrossEncoder:
+    """The :class:`~pyterrier_setenc.CrossEncoder` that ``model``'s re-ranker holds (its ``module``)."""
+    module = getattr(model.transformer, "module", None)
+    if not isinstance(module, CrossEncoder):
+        raise ValueError(f"--model {model.name}: attention saliency needs a cross-encoder (a Set-Encoder or "
+                         f"mono checkpoint); {type(model.transformer).__name__} is none")
+    return module
+
+
 def _means(queries: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Means of the per-query shares over the queries, by ``keys`` (in the order the models came)."""
     return queries.groupby(keys, sort=False)[list(TOKEN_TYPES)].mean().reset_index()
@@ -138,7 +145,7 @@ def per_query_shares(run: ExperimentRun, model: Model, benchmark: str, candidate
     if model.identity is not None:
         key = hashlib.sha256(json.dumps({"model": model.identity, "token": token, "input": frame_digest(candidates)},
                                         sort_keys=True, default=str).encode()).hexdigest()
-    module: CrossEncoder = model.transformer.module
+    module = cross_encoder(model)
     qids = list(dict.fromkeys(candidates["qid"]))
     layers = module.config["num_hidden_layers"]
     if run.folder is not None:
@@ -161,7 +168,7 @@ def per_query_shares(run: ExperimentRun, model: Model, benchmark: str, candidate
 
 def _store(run: ExperimentRun, stem: str, frame: pd.DataFrame, key: str | None, model: Model) -> None:
     atomic_write(run.path(f"{stem}.csv"), lambda file: frame.to_csv(file, index=False))
-    info = {"key": key, "sha256": sha256_file(run.folder.path(f"{stem}.csv")), "model": model.name,
+    info = {"key": key, "sha256": sha256_file(run.output_folder().path(f"{stem}.csv")), "model": model.name,
             "identity": model.identity}
     atomic_write(run.path(f"{stem}.json"), lambda file: json.dump(info, file, indent=1, default=str))
 
@@ -172,7 +179,8 @@ def _lookup(run: ExperimentRun, stem: str, key: str | None, qids: list[str], lay
     shares in [0, 1] that add up to 1. A damaged file is computed again, with a :class:`StoredOutputWarning`."""
     if key is None:
         return None
-    for path in (run.folder.path(stem), run.folder.final_path(stem)):
+    folder = run.output_folder()
+    for path in (folder.path(stem), folder.final_path(stem)):
         try:
             info = json.loads(Path(f"{path}.json").read_text(encoding="utf-8"))
             if not isinstance(info, dict) or info.get("key") != key:
