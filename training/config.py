@@ -116,12 +116,12 @@ def _convert(value: Any, hint: Any, name: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"setting {name}: must be a mapping (key: value), found {value!r}", name)
         return types.MappingProxyType(dict(value))
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        if isinstance(value, hint):
+    if hint is DataSource:  # an entry of data:
+        if isinstance(value, DataSource):
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"setting {name}: must be a mapping (key: value), found {value!r}", name)
-        return hint.from_dict(value, name)
+        return DataSource.from_dict(value, name)
     raise TypeError(f"no conversion for {hint!r}")  # a setting of a type this module does not know
 
 

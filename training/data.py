@@ -23,9 +23,10 @@ from __future__ import annotations
 import os
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -95,6 +96,10 @@ class _Source:
 
     def _make(self, qid: str, docnos: Sequence[str], targets: Sequence[float]) -> Sample:
         return Sample(qid, self.queries[qid], list(docnos), [self.text(d) for d in docnos], [float(t) for t in targets])
+
+    def sample(self, index: int, seed: int = 0, epoch: int = 0) -> Sample:
+        """The list of the query ``qids[index]``, drawn with ``seed`` and ``epoch`` (each kind of source its own)."""
+        raise NotImplementedError
 
 
 @dataclass
@@ -266,7 +271,7 @@ class Repeated:
 class Mixture:
     """Several sources as one: index ``i`` runs through the queries of each source in turn."""
 
-    def __init__(self, sources: Sequence[_Source]):
+    def __init__(self, sources: Sequence[_Source | Repeated]):
         if not sources:
             raise ValueError("no training data source given")
         self.sources = list(sources)
@@ -290,7 +295,8 @@ class Mixture:
 
 
 def from_ir_datasets(dataset_id: str, run_id: str | None = None) -> tuple[dict[str, str], dict[str, list[str]],
-                                                                          dict[str, dict[str, int]], Callable]:
+                                                                          dict[str, dict[str, int]],
+                                                                          Callable[[str], str]]:
     """Queries, a ranking per query (the dataset's scoreddocs, or those of ``run_id``), qrels and a text look-up
     (title and text: :func:`pyterrier_setenc.io.irds_document_text`) from ``ir_datasets`` (downloads on first
     use)."""
@@ -315,37 +321,40 @@ def from_ir_datasets(dataset_id: str, run_id: str | None = None) -> tuple[dict[s
     return queries, run, dict(qrels), text
 
 
-def build_source(spec: dict, root: str | os.PathLike | None = None) -> _Source | Repeated:
+def build_source(spec: Mapping[str, Any], root: str | os.PathLike | None = None) -> _Source | Repeated:
     """A source from a configuration entry, e.g. ``{"kind": "graded", "candidates": "...", "qrels": "...",
     "list_size": 32}``; relative paths are taken from ``root``. ``ir_datasets: ID`` reads queries, qrels, texts
     and the ranking online instead (the ranking from ``run_ir_datasets: ID`` or a TREC ``run`` file if given)."""
-    spec = dict(spec)
-    kind = spec.pop("kind", None)
-    classes = {"hard_negatives": HardNegatives, "teacher": TeacherRanking, "graded": GradedCandidates,
-               "teacher_scores": TeacherScores}
-    if kind not in classes:
-        raise ValueError(f"data source kind must be one of {sorted(classes)}, not {kind!r}")
+    settings = dict(spec)  # taken out one by one: what is left over is unknown
+    kind = settings.pop("kind", None)
+    kinds = ("hard_negatives", "teacher", "graded", "teacher_scores")
+    if kind not in kinds:
+        raise ValueError(f"data source kind must be one of {sorted(kinds)}, not {kind!r}")
     base = Path(root) if root is not None else Path.cwd()
-    path = (lambda key: base / spec.pop(key))
-    options = {key: spec.pop(key) for key in ("list_size", "depth", "min_relevance", "list_sizes") if key in spec}
-    repeat = int(spec.pop("repeat", 1))
-    if "ir_datasets" in spec:
-        queries, run, qrels, text = from_ir_datasets(spec.pop("ir_datasets"), spec.pop("run_ir_datasets", None))
-        if "run" in spec:  # a TREC run file instead of the dataset's scoreddocs
+    path = (lambda key: base / settings.pop(key))
+    options = {key: settings.pop(key) for key in ("list_size", "depth", "min_relevance", "list_sizes")
+               if key in settings}
+    repeat = int(settings.pop("repeat", 1))
+    source: _Source
+    if "ir_datasets" in settings:
+        queries, run, qrels, text = from_ir_datasets(settings.pop("ir_datasets"),
+                                                     settings.pop("run_ir_datasets", None))
+        if "run" in settings:  # a TREC run file instead of the dataset's scoreddocs
             run = docnos_by_qid(io.read_run(path("run")))
-        arguments = dict(queries=queries, texts=text)
         if kind == "graded":
-            source = GradedCandidates(candidates=run, qrels=qrels, **arguments, **options)
+            source = GradedCandidates(queries=queries, texts=text, candidates=run, qrels=qrels, **options)
         elif kind == "teacher":
-            source = TeacherRanking(run=run, **arguments, **options)
+            source = TeacherRanking(queries=queries, texts=text, run=run, **options)
         else:
-            source = HardNegatives(run=run, qrels=qrels, **arguments, **options)
+            source = HardNegatives(queries=queries, texts=text, run=run, qrels=qrels, **options)
     elif kind == "teacher":
         source = TeacherRanking.from_files(path("run"), path("candidates"), **options)
     elif kind == "teacher_scores":
         source = TeacherScores.from_files(path("candidates"), **options)
+    elif kind == "graded":
+        source = GradedCandidates.from_files(path("candidates"), path("qrels"), **options)
     else:
-        source = classes[kind].from_files(path("candidates"), path("qrels"), **options)
-    if spec:
-        raise ValueError(f"unknown keys in data source {kind!r}: {sorted(spec)}")
+        source = HardNegatives.from_files(path("candidates"), path("qrels"), **options)
+    if settings:
+        raise ValueError(f"unknown keys in data source {kind!r}: {sorted(settings)}")
     return Repeated(source, repeat) if repeat != 1 else source

@@ -136,7 +136,7 @@ def write_pseudo(args, rng: random.Random, teacher: BiEncoderTeacher, pool: dict
     """Pseudo-queries from pool passages, BM25 top-100 over the pool, teacher scores; returns the list count."""
     from pyterrier_pisa import PisaIndex
 
-    queries = {}
+    queries: dict[str, str] = {}
     for docno in rng.sample(pool_ids, min(len(pool_ids), int(args.pseudo_queries * 1.2))):
         query = pseudo_query(pool[docno], rng)
         if query:

@@ -20,6 +20,8 @@ from pyterrier_setenc._engine.batching import PackedBatch
 from pyterrier_setenc.checkpoint import Checkpoint, CheckpointError, read_state_dict, resolve
 from pyterrier_setenc.model import CrossEncoder
 
+from .config import Kind
+
 TOKENIZER_FILES = ("vocab.txt", "special_tokens_map.json", "tokenizer_config.json")
 # configuration keys of a BERT/ELECTRA backbone that the checkpoint keeps
 BACKBONE_KEYS = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -68,7 +70,7 @@ def _backbone_weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return weights
 
 
-def build_model(backbone: str | os.PathLike, kind: str = "set-encoder", *, query_length: int = 32,
+def build_model(backbone: str | os.PathLike, kind: Kind = "set-encoder", *, query_length: int = 32,
                 doc_length: int = 128, add_extra_token: bool = True, depth: int = 100,
                 sample_missing_docs: bool = True, pooling_strategy: str = "first", seed: int = 0,
                 workdir: str | os.PathLike | None = None) -> CrossEncoder:
@@ -103,7 +105,7 @@ def build_model(backbone: str | os.PathLike, kind: str = "set-encoder", *, query
         extra = embedding.float().mean(0, keepdim=True).expand(rows - embedding.shape[0], -1).to(embedding.dtype)
         weights["embeddings.word_embeddings.weight"] = torch.cat([embedding, extra])
     model.backbone.load_state_dict({key: weights[key].float() for key in own}, strict=True)
-    nn.init.normal_(model.head.linear.weight, std=config.get("initializer_range", 0.02))
+    nn.init.normal_(model.head.get_parameter("linear.weight"), std=config.get("initializer_range", 0.02))
     model.tokenizer_path = folder
     model.train()
     return model
@@ -128,7 +130,11 @@ def resolve_backbone(backbone: str | os.PathLike) -> Path:
         import importlib
 
         module, _, sub = text.removeprefix("package:").partition("/")
-        folder = Path(importlib.import_module(module).__file__).parent / sub
+        file = getattr(importlib.import_module(module), "__file__", None)
+        if file is None:
+            raise CheckpointError(f"{backbone}: {module} is not a package with files (a namespace package or a "
+                                  "built-in module)")
+        folder = Path(file).parent / sub
         if not folder.is_dir():
             raise CheckpointError(f"{backbone}: no folder {folder}")
         return folder

@@ -19,6 +19,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from pyterrier_setenc.atomic import OutputPathError, atomic_folder, atomic_write, check_writable
+from pyterrier_setenc.model import CrossEncoder
 
 from .config import DATA_DIR_ENV, DEFAULT_DATA_DIR, ConfigError, TrainConfig, expand_variables
 from .data import Mixture, Sample, build_source
@@ -57,7 +59,7 @@ __all__ = ["TrainConfig", "Trainer", "ConfigError", "RunMismatchError", "Damaged
 class Scorer(nn.Module):
     """The cross-encoder as a module whose forward gives the scores of a packed batch (what DDP wraps)."""
 
-    def __init__(self, model: nn.Module, gradient_checkpointing: bool):
+    def __init__(self, model: CrossEncoder, gradient_checkpointing: bool):
         super().__init__()
         self.model = model
         self.gradient_checkpointing = gradient_checkpointing
@@ -166,16 +168,17 @@ class Trainer:
         random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.data = Mixture([build_source(spec, config.data_root) for spec in config.data])
-        if config.init_checkpoint:
+        if config.init_checkpoint is not None:
             self.model = load_model(config.init_checkpoint)
         else:
+            assert config.backbone is not None  # TrainConfig holds exactly one of the two
             self.model = build_model(config.backbone, config.kind, query_length=config.query_length,
                                      doc_length=config.doc_length, add_extra_token=config.add_extra_token,
                                      depth=config.depth, sample_missing_docs=config.sample_missing_docs,
                                      pooling_strategy=config.pooling_strategy, seed=config.seed,
                                      workdir=self.output / "tokenizer" if self.rank == 0 else None)
         self.model.to(self.device).train()
-        scorer = Scorer(self.model, config.gradient_checkpointing)
+        scorer: nn.Module = Scorer(self.model, config.gradient_checkpointing)
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -354,7 +357,9 @@ class Trainer:
             total = 0.0
             for micro in range(config.accumulation_steps):
                 sync = micro == config.accumulation_steps - 1 or not self.distributed
-                context = self.scorer.no_sync() if not sync else _nullcontext()
+                scorer = self.scorer  # distributed: the DistributedDataParallel wrapper
+                context = scorer.no_sync() if not sync and isinstance(scorer, nn.parallel.DistributedDataParallel) \
+                    else _nullcontext()
                 with context:
                     loss = self.loss_of(self.lists_for(self.step, micro)) / config.accumulation_steps
                     loss.backward()
@@ -379,7 +384,7 @@ class Trainer:
                               step_seconds=round(time.perf_counter() - step_start, 3),
                               elapsed_seconds=round(self.elapsed, 1))
                 line = json.dumps(record) + "\n"
-                self._guarded(log_file, "the log", lambda line=line: _append(log_file, line))
+                self._guarded(log_file, "the log", partial(_append, log_file, line))
                 print(f"step {self.step}/{config.max_steps} loss {total:.4f} lr {learning_rate:.2e} "
                       f"({record['step_seconds']:.1f}s/step, {self.elapsed / 60:.1f} min)", file=sys.stderr,
                       flush=True)

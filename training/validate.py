@@ -8,7 +8,6 @@ Prints one line per system (BM25, the teacher, each model): nDCG@10 and the mean
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import ir_measures
@@ -68,4 +67,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
