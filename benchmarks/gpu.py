@@ -18,6 +18,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from benchmarks.inference import RERANK, Bench, max_difference, mean_kendall_tau, passage_pool, print_table, run_worker
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
             report = run_worker([*reference, "--precision", precision], checkpoint, query_texts, lists, args.workdir)
             runs[name] = report["runs"]["lightning-ir"]
     passages = sum(map(len, lists))
-    rows, figures = [], {"machine": inference.MACHINE, "checkpoint": str(checkpoint), "qids": qids, "systems": {}}
+    rows: list[list[str]] = []
+    figures: dict[str, Any] = {"machine": inference.MACHINE, "checkpoint": str(checkpoint), "qids": qids, "systems": {}}
     for name, run in runs.items():
         rate = passages / sum(run["seconds"])
         same = {"set-encoder": "lightning-ir", "set-encoder-bf16": "lightning-ir bf16-mixed"}.get(name)

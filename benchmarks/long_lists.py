@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     def counting_tqdm(*a, **kw):
         bar = real_tqdm(*a, **{**kw, "file": open(os.devnull, "w")})  # noqa: SIM115 (on, but not printed; the bar outlives this call)
         update = bar.update
-        bar.update = lambda n=1: (updates.append(n), update(n))
+
+        def counted_update(n=1):
+            updates.append(n)
+            return update(n)
+
+        bar.update = counted_update
         return bar
 
     pt.tqdm = counting_tqdm

@@ -24,6 +24,7 @@ import os
 import resource
 import time
 from collections.abc import Callable
+from typing import Any
 
 SYSTEMS = {"set-encoder": "float32", "mono": "float32", "set-encoder-int8": "int8", "set-encoder-bf16": "bf16",
            "set-encoder-fp16": "fp16"}
@@ -80,7 +81,8 @@ def timed_runs(scorers: dict[str, Scorer], queries: list[str], lists: list[list[
     each system (allocations, thread pool), untimed. Of ``repeats`` passes over the lists, each system keeps the
     seconds of its fastest pass (``pass_seconds``: every pass's total; ``pass_cpu_seconds``: the process's CPU time
     in it, all threads, which a busy machine inflates less than wall time) and the scores of the first."""
-    runs = {name: {"seconds": [], "scores": [], "pass_seconds": [], "pass_cpu_seconds": []} for name in scorers}
+    runs: dict[str, dict[str, list[Any]]] = {
+        name: {"seconds": [], "scores": [], "pass_seconds": [], "pass_cpu_seconds": []} for name in scorers}
     for score in scorers.values():
         score(queries[0], lists[0][:10])
     for repeat in range(repeats):
@@ -120,7 +122,7 @@ def measure(torch, threads: int, scorers: dict[str, Scorer], lists_file: str, ou
     runs = timed_runs(scorers, data["queries"], data["lists"], repeats)
     rate_after = None if gpu else matmul_gflops(torch, threads)
     report = {"runs": runs, "rss_loaded_gib": loaded, "peak_rss_gib": peak_rss_gib(),
-              "matmul_gflops": None if gpu else (rate_before + rate_after) / 2,
+              "matmul_gflops": None if rate_before is None or rate_after is None else (rate_before + rate_after) / 2,
               "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None}
     temporary = f"{out}.tmp{os.getpid()}"
     with open(temporary, "w", encoding="utf-8") as file:
@@ -195,11 +197,11 @@ def peer_scorer(system: str, checkpoint: str, batch_size: int, max_length: int |
         peer = SentenceTransformersCrossEncoder(checkpoint, local_files_only=True, device="cpu",
                                                 max_length=max_length, activation_fn=torch.nn.Identity())
 
-        def score(query: str, passages: list[str]) -> list[float]:
+        def st_score(query: str, passages: list[str]) -> list[float]:
             pairs = [(query, passage) for passage in passages]
             return peer.predict(pairs, batch_size=batch_size, show_progress_bar=False).tolist()
 
-        return score
+        return st_score
 
     import pandas as pd
 
