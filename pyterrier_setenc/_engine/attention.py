@@ -13,22 +13,33 @@ handled in one of two ways that compute the same function:
   by their log-sum-exps. On the CPU both run in torch's flash-attention kernel, which never forms the score
   matrix.
 
-On a CUDA device with xformers installed (the ``gpu`` extra: ``pip install -e ".[gpu]"``), the appended way runs as
-one call of ``xformers.ops.memory_efficient_attention`` for the whole bucket instead of one call per group: the packed
-queries against each sequence's keys (its own tokens, then its partners' interaction tokens) laid out one sequence
-after another, with a block-diagonal bias from the sequence lengths (:func:`key_layout`). Without xformers, or
-where it refuses the inputs, torch's ``scaled_dot_product_attention`` runs per group as on the CPU.
+On a CUDA device with xformers installed (the ``gpu`` extra: ``pip install -e ".[gpu]"``), each way runs in
+xformers for the whole bucket at once, with a block-diagonal bias from sequence (or list) lengths:
+
+- appended: one call of ``xformers.ops.memory_efficient_attention``, the packed queries against each sequence's
+  keys (its own tokens, then its partners' interaction tokens) laid out one sequence after another
+  (:func:`key_layout`);
+- merged (inference only: xformers' partial attention has no backward): two calls of
+  ``memory_efficient_attention_partial``, the packed queries against each sequence's own keys without its
+  interaction token, and the rows of each list against that list's interaction tokens (:func:`merged_layout`),
+  merged by their float32 log-sum-exps as above. Before its first use per device and dtype, a small random input
+  is run through it and through torch (:func:`merged_kernel`); on a difference, a warning names it and the merged
+  way stays in torch on that device.
+
+Without xformers, or where it refuses the inputs, attention runs in torch as on the CPU (on CUDA the merged way by
+matrix products over chunks of rows).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import cast
 
 import torch
 import torch.nn.functional as F
 
-from .batching import Bucket, Group, PackedBatch
+from .batching import Bucket, Group, PackedBatch, pack
 
 SCORE_BUDGET = 1 << 20  # off the CPU: query rows x keys whose scores are formed at once (per head)
 APPENDED_PARTNERS_MAX = 512  # partner keys appended to each sequence's own up to here (equal cost near 600)
@@ -54,6 +65,12 @@ def bucket_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_
             except (NotImplementedError, ValueError):  # xformers refuses these inputs: torch's kernel instead
                 pass
         return _fused_attention(qkv, bucket, batch, num_heads, keys_values)
+    if not (torch.is_grad_enabled() and qkv.requires_grad) and \
+            merged_kernel(qkv.device, qkv.dtype, num_heads, qkv.shape[-1] // 3 // num_heads) == "xformers":
+        try:
+            return _xformers_merged_attention(qkv, bucket, batch, num_heads, partners)
+        except (NotImplementedError, ValueError):  # xformers refuses these inputs: torch instead
+            pass
     return _merged_attention(qkv, bucket, batch, num_heads, partners)
 
 
@@ -61,6 +78,22 @@ def attention_kernel(device: torch.device) -> str:
     """The kernel of the appended way on ``device``: ``"xformers"`` (one call per bucket) on CUDA where xformers is
     installed, else ``"torch"`` (one fused call per group)."""
     return "xformers" if device.type == "cuda" and _xformers() is not None else "torch"
+
+
+def merged_kernel(device: torch.device, dtype: torch.dtype, num_heads: int, head_size: int) -> str:
+    """The kernel of the merged way (without autograd) on ``device`` in ``dtype``: ``"xformers"`` where
+    :func:`attention_kernel` is, and its self-check (:func:`_merged_self_check`, run once per device and dtype)
+    found it equal to torch's; else ``"torch"``."""
+    if attention_kernel(device) != "xformers":
+        return "torch"
+    key = (str(device), dtype)
+    if key not in _MERGED_CHECKED:
+        _MERGED_CHECKED[key] = _merged_self_check(device, dtype, num_heads, head_size)
+    return _MERGED_CHECKED[key]
+
+
+_MERGED_CHECKED: dict[tuple[str, torch.dtype], str] = {}  # (device, dtype): the merged way's kernel, once checked
+MERGED_CHECK_SIZES = (7, 6)  # the self-check's lists (under ``LIST_ORDER_MIN``: rows of both lists interleaved)
 
 
 def _xformers():
@@ -123,8 +156,130 @@ def _xformers_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, n
     query = qkv[None, :, :hidden].unflatten(-1, (num_heads, head_size))
     key = laid_out[None, :, :hidden].unflatten(-1, (num_heads, head_size))
     value = laid_out[None, :, hidden:].unflatten(-1, (num_heads, head_size))
-    bias = ops.fmha.attn_bias.BlockDiagonalMask.from_seqlens(q_seqlen=query_lengths, kv_seqlen=key_lengths)
+    bias = ops.fmha.attn_bias.BlockDiagonalMask.from_seqlens(q_seqlen=query_lengths, kv_seqlen=key_lengths,
+                                                             device=qkv.device)
     return ops.memory_efficient_attention(query, key, value, attn_bias=bias)[0].flatten(1)
+
+
+@dataclass
+class MergedLayout:
+    """The keys of the merged way for xformers, built once per bucket (every layer sees the same keys): ``own`` are
+    the bucket's rows (relative) without each sequence's interaction token (at ``position``), one sequence after
+    another, for query ``lengths`` and key lengths ``lengths - 1``; ``list_rows`` the bucket's rows grouped by list
+    (None where they already are), ``list_keys`` the sorted positions of those lists' sequences grouped alike, and
+    ``row_counts``, ``key_counts`` their numbers per list."""
+
+    position: int
+    own: torch.Tensor
+    lengths: list[int]
+    list_rows: torch.Tensor | None
+    list_keys: torch.Tensor
+    row_counts: list[int]
+    key_counts: list[int]
+
+
+def merged_layout(bucket: Bucket, batch: PackedBatch, position: int) -> MergedLayout:
+    """The :class:`MergedLayout` of a bucket (kept on it) for interaction tokens at ``position``."""
+    layout = cast("MergedLayout | None", bucket.merged_layout)
+    if layout is None or layout.position != position:
+        assert bucket.keys is not None and batch.seq_list is not None  # partners are set up with both
+        device = bucket.keys.device
+        base = int(batch.starts[bucket.seqs.start])
+        starts = batch.starts[bucket.seqs] - base
+        lengths = torch.diff(starts, append=starts.new_tensor([bucket.rows.stop - base]))
+        if bool((lengths <= position).any()):
+            raise ValueError(f"a sequence of {int(lengths.min())} tokens has no interaction token at {position}")
+        keep = torch.ones(bucket.rows.stop - bucket.rows.start, dtype=torch.bool, device=device)
+        keep[starts + position] = False
+        row_list = batch.seq_list[batch.row_seq[bucket.rows]]
+        lists, row_counts = torch.unique(row_list, return_counts=True)
+        grouped = bool((row_list[1:] >= row_list[:-1]).all())
+        key_list = batch.seq_list[bucket.keys]
+        keys = bucket.keys[torch.isin(key_list, lists)]
+        keys = keys[torch.argsort(batch.seq_list[keys], stable=True)]
+        key_lists, key_counts = torch.unique(batch.seq_list[keys], return_counts=True)
+        if not torch.equal(key_lists, lists):
+            raise ValueError("a bucket's keys miss the sequences of a list of its rows")
+        layout = MergedLayout(position, keep.nonzero().squeeze(1), lengths.tolist(),
+                              None if grouped else torch.argsort(row_list, stable=True), keys,
+                              row_counts.tolist(), key_counts.tolist())
+        bucket.merged_layout = layout
+    return layout
+
+
+class LseLayoutError(ValueError):
+    """xformers returned log-sum-exps in a layout other than (1, heads, rows)."""
+
+
+def _partial_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, query_lengths: list[int],
+                       key_lengths: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One call of xformers' ``memory_efficient_attention_partial`` for (rows, heads, d) queries and keys laid out
+    block by block (``query_lengths[i]`` rows against ``key_lengths[i]`` keys): the float32 context (rows, heads, d)
+    and log-sum-exps (rows, heads)."""
+    fmha = _xformers().fmha
+    bias = fmha.attn_bias.BlockDiagonalMask.from_seqlens(q_seqlen=query_lengths, kv_seqlen=key_lengths,
+                                                         device=query.device)
+    context, lse = fmha.memory_efficient_attention_partial(query[None], key[None], value[None], attn_bias=bias)
+    rows, heads = query.shape[0], query.shape[1]
+    if tuple(lse.shape) != (1, heads, rows) or tuple(context.shape) != (1, *query.shape):
+        raise LseLayoutError(f"xformers' partial attention returned contexts {tuple(context.shape)} and "
+                             f"log-sum-exps {tuple(lse.shape)} for {rows} rows and {heads} heads, expected "
+                             f"{(1, *query.shape)} and {(1, heads, rows)}")
+    return context[0].float(), lse[0].float().transpose(0, 1)
+
+
+def _xformers_merged_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_heads: int,
+                               partners: Partners) -> torch.Tensor:
+    """The merged way for a whole bucket in two xformers calls (see :func:`_merged_attention`)."""
+    hidden = qkv.shape[-1] // 3
+    layout = merged_layout(bucket, batch, partners.position)
+    query = qkv[:, :hidden].unflatten(-1, (num_heads, hidden // num_heads))
+    own = qkv[layout.own, hidden:].unflatten(-1, (2, num_heads, hidden // num_heads))
+    context, lse = _partial_attention(query, own[:, 0], own[:, 1], layout.lengths,
+                                      [length - 1 for length in layout.lengths])
+    keyed = partners.keys_values[layout.list_keys].unflatten(-1, (2, num_heads, hidden // num_heads))
+    list_query = query if layout.list_rows is None else query[layout.list_rows]
+    list_context, list_lse = _partial_attention(list_query, keyed[:, 0], keyed[:, 1], layout.row_counts,
+                                                layout.key_counts)
+    if layout.list_rows is not None:  # back to the bucket's row order
+        list_context = torch.empty_like(list_context).index_copy_(0, layout.list_rows, list_context)
+        list_lse = torch.empty_like(list_lse).index_copy_(0, layout.list_rows, list_lse)
+    own_share = torch.sigmoid(lse - list_lse)  # (t, heads), float32
+    return torch.lerp(list_context, context, own_share[..., None]).flatten(1).to(qkv.dtype)
+
+
+def _merged_self_check(device: torch.device, dtype: torch.dtype, num_heads: int, head_size: int) -> str:
+    """``"xformers"`` where the merged way through xformers gives torch's result (in float32, from the same
+    ``dtype`` inputs) on a small random bucket of two lists, within twice ``dtype``'s rounding of the values;
+    ``"torch"`` where xformers refuses the inputs, or (with a warning) where it differs."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(4, 12, (sum(MERGED_CHECK_SIZES),), generator=generator).tolist()
+    ids = [[0] * length for length in lengths]
+    batch = pack(ids, ids, list(MERGED_CHECK_SIZES), token_budget=sum(lengths)).to(device)
+    bucket = batch.buckets[0]
+    hidden = num_heads * head_size
+    qkv = torch.randn(sum(lengths), 3 * hidden, generator=generator)
+    qkv[:, :hidden] *= 3  # peaked softmaxes: a share given to the wrong keys shows
+    partners = torch.randn(batch.size, 2 * hidden, generator=generator)
+    qkv, partners = qkv.to(device, dtype), partners.to(device, dtype)
+    with torch.no_grad():
+        exact = _merged_attention(qkv.float(), bucket, batch, num_heads, Partners(partners.float(), 1))
+        try:
+            got = _xformers_merged_attention(qkv, bucket, batch, num_heads, Partners(partners, 1))
+        except LseLayoutError as error:
+            problem = str(error)
+        except (NotImplementedError, ValueError):  # xformers refuses such inputs: torch's kernel, no warning
+            return "torch"
+        else:
+            difference = float((got.float() - exact).abs().max())
+            tolerance = max(2 * torch.finfo(dtype).eps, 1e-5) * float(partners.float().abs().max())
+            if difference <= tolerance:
+                return "xformers"
+            problem = (f"its output differs from torch's by {difference:.3g} (beyond {tolerance:.3g}), "
+                       f"a sign of log-sum-exps in another layout")
+    warnings.warn(f"the merged attention through xformers on {device} in {dtype} failed its check on a small "
+                  f"random input: {problem}; long lists run in torch on this device", RuntimeWarning, stacklevel=2)
+    return "torch"
 
 
 def _fused_attention(qkv: torch.Tensor, bucket: Bucket, batch: PackedBatch, num_heads: int,

@@ -49,7 +49,8 @@ class Bucket:
     """Sequences ``seqs`` (a range of sorted positions) whose tokens are packed rows ``rows``, cut into ``groups``.
     For inter-passage attention, ``keys`` are the sorted positions (ascending) of all sequences of the
     ``list_count`` lists the bucket touches: each sequence attends to the interaction tokens of those in its own
-    list, except its own. ``key_layout`` is kept by :mod:`.attention` once built (on CUDA, with xformers)."""
+    list, except its own. ``key_layout`` and ``merged_layout`` are kept by :mod:`.attention` once built (on CUDA,
+    with xformers)."""
 
     seqs: slice
     rows: slice
@@ -57,6 +58,7 @@ class Bucket:
     keys: torch.Tensor | None = None
     list_count: int = 0
     key_layout: tuple | None = None
+    merged_layout: object | None = None
 
     def to(self, device: torch.device) -> Bucket:
         return Bucket(self.seqs, self.rows, [g.to(device) for g in self.groups], _move(self.keys, device),

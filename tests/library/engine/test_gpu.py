@@ -1,13 +1,15 @@
 """On a CUDA GPU (skipped elsewhere, with the reason): float32 scores as the CPU's within float32 rounding, half
-precision that keeps the rankings, scores that do not depend on the order of a list, and a list of 1,000
-passages."""
+precision that keeps the rankings, scores that do not depend on the order of a list, a list of 1,000 passages, and
+the merged way of long lists through xformers (where it is installed) as through torch."""
 
 import numpy as np
 import pytest
 import torch
 from scipy.stats import kendalltau
 
+import pyterrier_setenc._engine.attention as attention
 from pyterrier_setenc import CrossEncoder, SetEncoderReRanker, embedded
+from pyterrier_setenc._engine.batching import pack
 
 from agreement import check_scores, depth
 from builders import FIXTURES
@@ -48,9 +50,51 @@ def test_order_does_not_matter_on_the_gpu(dl19):
     check_scores(shuffled[base.index], base, depth(reranker), what="shuffled on CUDA")
 
 
-def test_a_list_of_1000_passages_on_the_gpu(dl19):
+def test_a_list_of_1000_passages_on_the_gpu(dl19, monkeypatch):
+    """A list of 1,000 passages (the merged way: through xformers where it is installed, not falling back)."""
     frame = dl19.head(1000).copy()
     frame["docno"] = frame["docno"] + "-" + frame.groupby("docno").cumcount().astype(str)
     frame["qid"], frame["query"] = "q", frame["query"].iloc[0]
+    through_xformers = []
+    merged = attention._xformers_merged_attention
+
+    def spy(*args):
+        context = merged(*args)
+        through_xformers.append(context.dtype)
+        return context
+
+    monkeypatch.setattr(attention, "_xformers_merged_attention", spy)
     result = SetEncoderReRanker(FIXTURES / "setenc-int", device="cuda", dtype="auto", verbose=False)(frame)
     assert len(result) == 1000 and np.isfinite(result["score"]).all()
+    if attention._xformers() is not None:
+        assert through_xformers, "the merged way did not run through xformers (refused, or its self-check failed)"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_the_merged_way_through_xformers_equals_torch_on_the_gpu(dtype):
+    """Two lists of 520 and 600 passages of random lengths, random projections: the merged way through xformers'
+    partial attention gives torch's merged way in float32 (from the same rounded inputs) within twice ``dtype``'s
+    rounding of the values; its self-check passes."""
+    pytest.importorskip("xformers.ops", reason="xformers is not installed (the gpu extra)")
+    cuda = torch.device("cuda")
+    heads, head_size = 12, 64
+    hidden = heads * head_size
+    assert attention.merged_kernel(cuda, dtype, heads, head_size) == "xformers"
+    generator = torch.Generator().manual_seed(0)
+    ids = [[0] * n for n in torch.randint(20, 200, (1120,), generator=generator).tolist()]
+    batch = pack(ids, ids, [520, 600], token_budget=16384).to(cuda)
+    assert min(len(bucket.keys) for bucket in batch.buckets) > attention.APPENDED_PARTNERS_MAX
+    assert max(bucket.list_count for bucket in batch.buckets) == 2
+    partners = torch.randn(batch.size, 2 * hidden, generator=generator).to(cuda, dtype)
+    tolerance = 2 * torch.finfo(dtype).eps * float(partners.float().abs().max())
+    for bucket in batch.buckets:
+        qkv = torch.randn(bucket.rows.stop - bucket.rows.start, 3 * hidden, generator=generator).to(cuda, dtype)
+        qkv[:, :hidden] *= 3  # peaked softmaxes
+        with torch.inference_mode():
+            got = attention._xformers_merged_attention(qkv, bucket, batch, heads, attention.Partners(partners, 1))
+            taken = attention.bucket_attention(qkv, bucket, batch, heads, attention.Partners(partners, 1))
+            expected = attention._merged_attention(qkv.float(), bucket, batch, heads,
+                                                   attention.Partners(partners.float(), 1))
+        assert got.dtype == dtype and torch.equal(taken, got)
+        difference = float((got.float() - expected).abs().max())
+        assert difference <= tolerance, f"{dtype}: xformers' merged way differs by {difference:.3g}"
