@@ -121,6 +121,8 @@ class Bench:
         """Times ``command`` on the DL19 lists; ``names`` maps the worker's systems to row names. Seconds, rates,
         memory and scores per row (FLOPs counted for pairs cut at ``max_length`` tokens)."""
         model = model or self.checkpoint
+        if model is None:
+            raise ValueError("no model to time: give one, or build the checkpoint first")
         print(f"timing {', '.join(names.values())} on {len(self.qids)} queries ...", file=sys.stderr, flush=True)
         report = run_worker(command, model, self.query_texts, self.lists, self.workdir)
         config = self.model_facts(model, max_length)[1]
@@ -335,8 +337,9 @@ def main(argv: list[str] | None = None) -> None:
         for model in args.numerics_model or [checkpoint, embedded.SET_ENCODER]:
             compare_numerics(bench, args.numerics.split(","), model)
     if "scaling" in sections:
-        scaling(bench, args.data_dir, args.scaling_model or checkpoint, [int(n) for n in args.scaling.split(",") if n],
-                args.full_length)
+        scaling_model = args.scaling_model or checkpoint
+        assert scaling_model is not None  # random_needed: the checkpoint is built when no --scaling-model is given
+        scaling(bench, args.data_dir, scaling_model, [int(n) for n in args.scaling.split(",") if n], args.full_length)
     if "peer" in sections:
         peer_equal = compare_peer(bench, args.peer_model or minilm_cross_encoder(args.workdir), args.peer_batch_size,
                                   args.peer_max_length, args.peer_repeats)

@@ -1,13 +1,14 @@
-"""Half precision against float32 over every TREC DL 2019 and 2020 BM25 top-100 list: how well the rankings agree
-(Kendall tau per list), the largest score change, nDCG@10 per collection, and the speed of each type against
-float32, timed list by list in one process with the types taking turns (so the machine's drift hits all alike).
-By default on the two checkpoints shipped in the package, the Set-Encoder and its mono twin.
+"""Half precision and int8 against float32 over every TREC DL 2019 and 2020 BM25 top-100 list: how well the
+rankings agree (Kendall tau per list), the largest score change, nDCG@10 per collection, and the speed of each type
+against float32, timed list by list in one process with the types taking turns (so the machine's drift hits all
+alike). By default on the two checkpoints shipped in the package, the Set-Encoder and its mono twin.
 
-    python -m benchmarks.precision --data-dir ../shared/data [--model FOLDER ...] [--dtypes bfloat16,float16]
+    python -m benchmarks.precision --data-dir ../shared/data [--model FOLDER ...] [--dtypes bfloat16,float16,int8]
         [--collections trec-dl-2019,trec-dl-2020] [--queries N] [--threads 2] [--device cpu] [--out FILE]
 
 Half precision is :func:`pyterrier_setenc._engine.precision.set_precision`'s: the encoder in the half type, embeddings,
-layer norms and the scoring head in float32.
+layer norms and the scoring head in float32. ``int8`` is :func:`pyterrier_setenc._engine.numerics.quantize_int8`'s
+(the CPU only): the encoder's linear layers in int8, the rest in float32.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 RERANK = "bm25-top100.rerank.jsonl.gz"
+KINDS = ("bfloat16", "float16", "int8")  # compared with float32
 
 
 def load_lists(data_dir: Path, collection: str, queries: int | None):
@@ -46,16 +49,22 @@ def measure(model_path: Path, dtypes: list[str], lists: dict, device: str) -> di
     """Scores and seconds of every list under float32 and each of ``dtypes``, taking turns list by list."""
     import torch
 
+    from pyterrier_setenc._engine.numerics import quantize_int8
     from pyterrier_setenc._engine.precision import resolve_dtype, set_precision
     from pyterrier_setenc.model import CrossEncoder
 
+    def build(kind: str) -> CrossEncoder:
+        model = CrossEncoder.from_pretrained(model_path).to(device)
+        if kind == "int8":
+            return quantize_int8(model)
+        return set_precision(model, resolve_dtype(kind, torch.device(device)))
+
     kinds = ["float32", *dtypes]
-    models = {kind: set_precision(CrossEncoder.from_pretrained(model_path).to(device),
-                                  resolve_dtype(kind, torch.device(device))) for kind in kinds}
+    models = {kind: build(kind) for kind in kinds}
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     for model in models.values():  # warm-up
         model.score_lists(["warm up"], [["a passage to warm up on"] * 10])
-    figures = {kind: {"seconds": 0.0, "scores": {}} for kind in kinds}
+    figures: dict[str, dict[str, Any]] = {kind: {"seconds": 0.0, "scores": {}} for kind in kinds}
     number = 0
     for collection, entries in lists.items():
         for qid, query, docnos, texts in entries:
@@ -103,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", type=Path, required=True, help="the offline data folder (../shared/data)")
     parser.add_argument("--model", type=Path, action="append", default=None,
                         help="a checkpoint folder, repeat for several (default: the two shipped checkpoints)")
-    parser.add_argument("--dtypes", default="bfloat16,float16", help="half types to compare with float32")
+    parser.add_argument("--dtypes", default="bfloat16,float16",
+                        help=f"what to compare with float32, comma-separated: {', '.join(KINDS)}")
     parser.add_argument("--collections", default="trec-dl-2019,trec-dl-2020")
     parser.add_argument("--queries", type=int, default=None, help="the first N lists of each collection")
     parser.add_argument("--threads", type=int, default=2)
@@ -118,12 +128,17 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     dtypes = [kind for kind in args.dtypes.split(",") if kind and kind != "float32"]
+    unknown = [kind for kind in dtypes if kind not in KINDS]
+    if unknown:
+        parser.error(f"--dtypes: unknown {', '.join(unknown)}; known: {', '.join(KINDS)}")
+    if "int8" in dtypes and args.device != "cpu":
+        parser.error(f"--dtypes int8 runs on the CPU only, not on --device {args.device}")
     collections = args.collections.split(",")
     lists, qrels = {}, {}
     for collection in collections:
         lists[collection], qrels[collection] = load_lists(args.data_dir, collection, args.queries)
     machine = describe(args.device, args.threads)
-    results = {"machine": machine, "models": {}}
+    results: dict[str, Any] = {"machine": machine, "models": {}}
     for model in args.model or [embedded.SET_ENCODER, embedded.MONO]:
         print(f"scoring {sum(map(len, lists.values()))} lists with {model.name} ...", file=sys.stderr, flush=True)
         rows = summarize(measure(model, dtypes, lists, args.device), qrels, lists)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from benchmarks.checkpoint import minilm_cross_encoder
@@ -144,8 +145,8 @@ def test_scaling_section_beyond_dl19_takes_dl20_passages(tmp_path, capsys):
 
 
 def test_precision_benchmark_on_a_tiny_checkpoint(tmp_path, capsys, fixture_model):
-    """``benchmarks.precision`` on one DL19 list: float32 against itself is exact, bfloat16 is not, and the printed
-    nDCG@10 is ir_measures' on the scores the benchmark reports. No timing is checked."""
+    """``benchmarks.precision`` on one DL19 list: float32 against itself is exact, bfloat16 and int8 are not, and the
+    printed nDCG@10 is ir_measures' on the scores the benchmark reports. No timing is checked."""
     import ir_measures
 
     from benchmarks.precision import main as precision_main
@@ -154,14 +155,15 @@ def test_precision_benchmark_on_a_tiny_checkpoint(tmp_path, capsys, fixture_mode
     threads = torch.get_num_threads()
     try:
         precision_main(["--data-dir", str(SLICE), "--collections", "trec-dl-2019", "--queries", "1", "--threads", "1",
-                        "--model", str(FIXTURES / "setenc-int"), "--dtypes", "bfloat16", "--out",
+                        "--model", str(FIXTURES / "setenc-int"), "--dtypes", "bfloat16,int8", "--out",
                         str(tmp_path / "figures.json")])
     finally:
         torch.set_num_threads(threads)  # the command sets the process's threads; later tests run with the default
     figures = json.loads((tmp_path / "figures.json").read_text())
-    exact, half = figures["models"]["setenc-int"]
+    exact, half, int8 = figures["models"]["setenc-int"]
     assert exact["dtype"] == "float32" and exact["mean_tau"] == 1.0 and exact["max_score_change"] == 0
     assert half["dtype"] == "bfloat16" and 0 < half["max_score_change"] < 1 and half["speed_up"] > 0
+    assert int8["dtype"] == "int8" and 0 < int8["max_score_change"] < 1 and int8["speed_up"] > 0
     assert "torch capability" in figures["machine"] and figures["machine"] in capsys.readouterr().out
     queries, ranked, texts = candidate_lists(read_rerank(SLICE / RERANK))
     qid = next(iter(queries))
@@ -190,3 +192,13 @@ def test_gpu_check_runs_its_table_on_the_cpu(tmp_path, capsys):
     assert systems["set-encoder-bf16"]["scores"] != systems["set-encoder"]["scores"]
     assert [m["passages"] for m in figures["memory"]] == [5, 5]
     assert "Peak GPU memory" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arguments, message", [(["--dtypes", "bfloat16,int4"], "--dtypes: unknown int4"),
+                                                (["--dtypes", "int8", "--device", "cuda"], "runs on the CPU only")])
+def test_precision_benchmark_refuses_what_it_cannot_measure(arguments, message, capsys):
+    from benchmarks.precision import main as precision_main
+
+    with pytest.raises(SystemExit):
+        precision_main(["--data-dir", str(SLICE), *arguments])
+    assert message in capsys.readouterr().err
