@@ -32,10 +32,11 @@ class LightningIRHead(nn.Module):
         if self.pooling == "bert_pool":
             self.bert_pool = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh())
         self.linear = nn.Linear(hidden, 2 if self.two_class else 1, bias=options.linear_bias)
+        self.first_token_only = self.pooling in ("first", "bert_pool")  # reads no other last hidden state
 
     def forward(self, hidden: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
         head_dtype = self.linear.weight.dtype  # float32 under half precision: scores keep their digits
-        if self.pooling in ("first", "bert_pool"):
+        if self.first_token_only:
             pooled = hidden[batch.starts].to(head_dtype)
         else:
             hidden = hidden.to(head_dtype)
@@ -57,6 +58,8 @@ class LightningIRHead(nn.Module):
 class BertClassifierHead(nn.Module):
     """``BertForSequenceClassification``: tanh pooler on ``[CLS]``, then ``classifier``."""
 
+    first_token_only = True
+
     def __init__(self, config: dict):
         super().__init__()
         hidden = config["hidden_size"]
@@ -71,6 +74,8 @@ class BertClassifierHead(nn.Module):
 
 class ElectraClassifierHead(nn.Module):
     """``ElectraForSequenceClassification``: ``classifier.dense``, GELU, ``classifier.out_proj`` on ``[CLS]``."""
+
+    first_token_only = True
 
     def __init__(self, config: dict):
         super().__init__()
@@ -172,7 +177,8 @@ class CrossEncoder(nn.Module):
         """Scores of all sequences of a packed batch, in the order they were given to :meth:`encode`
         (``gradient_checkpointing``, ``progress``: see :meth:`Backbone.forward`)."""
         batch = batch.to(self.device)
-        sorted_scores = self.head(self.backbone(batch, gradient_checkpointing, progress), batch).float()
+        first_only = bool(getattr(self.head, "first_token_only", False))  # the last layer for those rows alone
+        sorted_scores = self.head(self.backbone(batch, gradient_checkpointing, progress, first_only), batch).float()
         return sorted_scores.new_empty(batch.size).index_copy(0, batch.order, sorted_scores)
 
     @torch.inference_mode()

@@ -151,6 +151,14 @@ class Layer(nn.Module):
         attended = self.attention.output(self.attention.self(hidden, bucket, batch, partners), hidden)
         return self.output(self.intermediate(attended), attended)
 
+    def first_rows(self, hidden: torch.Tensor, firsts: torch.Tensor, bucket: Bucket, batch: PackedBatch,
+                   partners: Partners | None = None) -> torch.Tensor:
+        """The layer's output at rows ``firsts`` of ``hidden`` only (len(firsts), H): attention over all rows, the
+        output block and feed-forward for those rows alone."""
+        context = self.attention.self(hidden, bucket, batch, partners)[firsts]
+        attended = self.attention.output(context, hidden[firsts])
+        return self.output(self.intermediate(attended), attended)
+
 
 class Encoder(nn.Module):
     def __init__(self, config: dict):
@@ -203,11 +211,14 @@ class Backbone(nn.Module):
         return hidden
 
     def forward(self, batch: PackedBatch, gradient_checkpointing: bool = False,
-                progress: Callable[[float], None] | None = None) -> torch.Tensor:
+                progress: Callable[[float], None] | None = None, first_only: bool = False) -> torch.Tensor:
         """Last hidden states of all packed tokens (T, H). With ``gradient_checkpointing`` (and autograd on) each
         layer's activations are recomputed in the backward pass instead of kept, so long lists fit in memory. On the
         CPU, freed buffers are kept for reuse (:func:`~pyterrier_setenc._engine.allocator.keep_freed_memory`).
-        ``progress`` is called with the share of the work done (0 to 1) after each bucket of each layer."""
+        ``progress`` is called with the share of the work done (0 to 1) after each bucket of each layer. With
+        ``first_only`` (and autograd off) only each sequence's first row is a last hidden state: the last layer's
+        output block and feed-forward run on those rows alone (the other rows keep the layer before's states), for a
+        head that reads nothing else."""
         if batch.input_ids.device.type == "cpu":
             keep_freed_memory()
         hidden = self.embed(batch)
@@ -219,14 +230,15 @@ class Backbone(nn.Module):
             if gradient_checkpointing and torch.is_grad_enabled():
                 hidden = checkpoint(self._layer, layer, hidden, batch, position, use_reentrant=False)
             else:
-                hidden = self._layer(cast(Layer, layer), hidden, batch, position, step)
+                last = first_only and number == layers - 1 and not torch.is_grad_enabled()
+                hidden = self._layer(cast(Layer, layer), hidden, batch, position, step, last)
             if progress is not None:
                 progress((number + 1) / layers)
         return hidden
 
     @staticmethod
     def _layer(layer: Layer, hidden: torch.Tensor, batch: PackedBatch, position: int | None,
-               step: Callable[[float], None] | None = None) -> torch.Tensor:
+               step: Callable[[float], None] | None = None, first_only: bool = False) -> torch.Tensor:
         partners = None
         if position is not None:  # the states all buckets see, taken before any bucket changes
             states = hidden[batch.starts + position]
@@ -234,7 +246,12 @@ class Backbone(nn.Module):
         if torch.is_grad_enabled():  # out of place, for autograd
             return torch.cat([layer(hidden[b.rows], b, batch, partners) for b in batch.buckets])
         for number, bucket in enumerate(batch.buckets):  # in place: memory stays one copy of the hidden states
-            hidden[bucket.rows] = layer(hidden[bucket.rows], bucket, batch, partners)
+            if first_only:
+                firsts = batch.starts[bucket.seqs] - bucket.rows.start  # each sequence's first row in the bucket
+                hidden[firsts + bucket.rows.start] = layer.first_rows(hidden[bucket.rows], firsts, bucket, batch,
+                                                                      partners)
+            else:
+                hidden[bucket.rows] = layer(hidden[bucket.rows], bucket, batch, partners)
             if step is not None:
                 step((number + 1) / len(batch.buckets))
         return hidden
