@@ -20,7 +20,7 @@ import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 Dtype = Literal["float32", "bfloat16", "float16", "auto"]
 DTYPE_CHOICES: tuple[str, ...] = get_args(Dtype)  # what --dtype offers (.precision.DTYPES maps the types)
@@ -165,13 +165,10 @@ class RerankerSettings:
 
     def resolved_dtype(self) -> Dtype:
         """The type the re-rankers compute with on this machine (``auto`` resolved for the device)."""
-        import torch
-
-        from ._engine.precision import resolve_dtype
+        from ._engine.precision import dtype_name, resolve_dtype
         from .reranker import resolve_device
 
-        dtype = resolve_dtype(self.dtype, resolve_device(self.device))
-        return "bfloat16" if dtype == torch.bfloat16 else "float16" if dtype == torch.float16 else "float32"
+        return cast(Dtype, dtype_name(resolve_dtype(self.dtype, resolve_device(self.device))))  # never "auto"
 
     def join_ray(self) -> None:
         """With ``ray_workers``: joins the Ray cluster of ``ray_address`` now (else the running session, else a new

@@ -146,17 +146,14 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = DenseLayerNorm(config, config["intermediate_size"])
 
-    def forward(self, hidden: torch.Tensor, bucket: Bucket, batch: PackedBatch,
-                partners: Partners | None = None) -> torch.Tensor:
-        attended = self.attention.output(self.attention.self(hidden, bucket, batch, partners), hidden)
-        return self.output(self.intermediate(attended), attended)
-
-    def first_rows(self, hidden: torch.Tensor, firsts: torch.Tensor, bucket: Bucket, batch: PackedBatch,
-                   partners: Partners | None = None) -> torch.Tensor:
-        """The layer's output at rows ``firsts`` of ``hidden`` only (len(firsts), H): attention over all rows, the
-        output block and feed-forward for those rows alone."""
-        context = self.attention.self(hidden, bucket, batch, partners)[firsts]
-        attended = self.attention.output(context, hidden[firsts])
+    def forward(self, hidden: torch.Tensor, bucket: Bucket, batch: PackedBatch, partners: Partners | None = None,
+                rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's output for a bucket's rows ``hidden``; with ``rows``, at those rows only (attention over all
+        rows, the output block and feed-forward for those alone)."""
+        context = self.attention.self(hidden, bucket, batch, partners)
+        if rows is not None:
+            context, hidden = context[rows], hidden[rows]
+        attended = self.attention.output(context, hidden)
         return self.output(self.intermediate(attended), attended)
 
 
@@ -248,8 +245,7 @@ class Backbone(nn.Module):
         for number, bucket in enumerate(batch.buckets):  # in place: memory stays one copy of the hidden states
             if first_only:
                 firsts = batch.starts[bucket.seqs] - bucket.rows.start  # each sequence's first row in the bucket
-                hidden[firsts + bucket.rows.start] = layer.first_rows(hidden[bucket.rows], firsts, bucket, batch,
-                                                                      partners)
+                hidden[firsts + bucket.rows.start] = layer(hidden[bucket.rows], bucket, batch, partners, firsts)
             else:
                 hidden[bucket.rows] = layer(hidden[bucket.rows], bucket, batch, partners)
             if step is not None:
