@@ -244,8 +244,8 @@ class Backbone(nn.Module):
             return torch.cat([layer(hidden[b.rows], b, batch, partners) for b in batch.buckets])
         for number, bucket in enumerate(batch.buckets):  # in place: memory stays one copy of the hidden states
             if first_only:
-                firsts = batch.starts[bucket.seqs] - bucket.rows.start  # each sequence's first row in the bucket
-                hidden[firsts + bucket.rows.start] = layer(hidden[bucket.rows], bucket, batch, partners, firsts)
+                firsts = batch.starts[bucket.seqs]  # each sequence's first row
+                hidden[firsts] = layer(hidden[bucket.rows], bucket, batch, partners, firsts - bucket.rows.start)
             else:
                 hidden[bucket.rows] = layer(hidden[bucket.rows], bucket, batch, partners)
             if step is not None:
